@@ -1,0 +1,206 @@
+"""Detector: points in, boxes out, for one preset and one set of weights."""
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from .checkpoint import CONVENTIONS, box_convention_of, load_into, random_state_dict, read_checkpoint
+from .detections import Detections
+from .head import level_anchors
+from .network import PointPillarsNet
+from .postprocess import PostprocessConfig, postprocess, select_candidates
+from .presets import Preset, get_preset
+from .voxelize import Pillars, voxelize
+
+log = logging.getLogger(__name__)
+
+RANDOM_WEIGHTS_SEED = 0
+# Keeps seeded random weights from scoring every anchor above the threshold.
+RANDOM_WEIGHTS_CLS_BIAS = -6.0
+
+
+def as_model_points(points: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Validate a cloud and return (float32 [N, 4] x, y, z, dt with finite rows only, rows dropped).
+
+    Accepts [N, 4] (x, y, z, dt) or [N, 5] (x, y, z, intensity, dt), float32 or float64.
+    """
+    tensor = torch.from_numpy(np.asarray(points)) if not isinstance(points, torch.Tensor) else points
+    if tensor.dim() != 2 or tensor.shape[1] not in (4, 5):
+        raise ValueError(
+            f"points must be [N, 4] (x, y, z, dt) or [N, 5] (x, y, z, intensity, dt), got shape {tuple(tensor.shape)}"
+        )
+    if tensor.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"points must be float32 or float64, got {tensor.dtype}")
+    tensor = tensor[:, [0, 1, 2, 4]] if tensor.shape[1] == 5 else tensor
+    tensor = tensor.float()
+    finite = torch.isfinite(tensor).all(dim=1)
+    dropped = int((~finite).sum())
+    return (tensor[finite] if dropped else tensor), dropped
+
+
+def range_filter(points: torch.Tensor, point_cloud_range: tuple[float, ...]) -> torch.Tensor:
+    """The test pipeline's PointsRangeFilter: strict on both sides, order kept."""
+    lo = points.new_tensor(point_cloud_range[:3])
+    hi = points.new_tensor(point_cloud_range[3:])
+    xyz = points[:, :3]
+    return points[((xyz > lo) & (xyz < hi)).all(dim=1)]
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' picks CUDA when available; 'cuda' without a GPU is an error that says so."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but torch sees no CUDA GPU (torch {torch.__version__}); use 'cpu' or 'auto'")
+    return torch.device(device)
+
+
+class Detector:
+    """One preset with its weights on one device. Thresholds may be changed between calls."""
+
+    def __init__(self, preset: Preset, net: PointPillarsNet, convention: str, device: torch.device, source: str):
+        if convention not in CONVENTIONS:
+            raise ValueError(f"box convention must be one of {CONVENTIONS}, got {convention!r}")
+        self.preset = preset
+        self.net = net.to(device).eval()
+        self.box_convention = convention
+        self.device = device
+        self.source = source
+        self.score_threshold = preset.test_cfg.score_thr
+        self.max_detections = preset.test_cfg.max_num
+        self.profile_stages = False  # synchronise and time every stage (benchmarks)
+        self._anchors: dict[tuple[int, int, int], torch.Tensor] = {}
+
+    @classmethod
+    def from_preset(
+        cls,
+        name: str,
+        checkpoint: str | Path | None = None,
+        device: str = "cpu",
+        box_convention: str = "auto",
+        verify_sha256: bool = True,
+    ) -> "Detector":
+        """Build preset `name` and load `checkpoint` (None: seeded random weights, said in the log).
+
+        box_convention: 'auto' reads it from the checkpoint's meta (official v0.1.0 files are 'v0'),
+        'v0' or 'v1' overrides it.
+        """
+        preset = get_preset(name)
+        if box_convention not in ("auto", *CONVENTIONS):
+            raise ValueError(f"box_convention must be auto, v0 or v1, got {box_convention!r}")
+        torch_device = resolve_device(device)
+        net = PointPillarsNet(preset)
+        if checkpoint is None or str(checkpoint) == "":
+            net.load_state_dict(random_state_dict(net, RANDOM_WEIGHTS_SEED, RANDOM_WEIGHTS_CLS_BIAS))
+            convention, source = "v1", f"seeded random weights (seed {RANDOM_WEIGHTS_SEED}; detections are meaningless)"
+            log.warning("preset %s: no checkpoint given, using %s", name, source)
+        else:
+            ckpt = read_checkpoint(checkpoint, verify_sha256=verify_sha256)
+            load_into(net, ckpt, preset)
+            convention = box_convention_of(ckpt.meta)
+            source = str(checkpoint)
+        if box_convention != "auto":
+            convention = box_convention
+        log.info("preset %s: weights from %s, box convention %s, device %s", name, source, convention, torch_device)
+        return cls(preset, net, convention, torch_device, source)
+
+    # -- stages -----------------------------------------------------------------------------
+
+    def preprocess(self, points: np.ndarray | torch.Tensor) -> tuple[Pillars, dict[str, int]]:
+        """Validate, drop non-finite rows, range-filter and voxelize."""
+        model_points, nonfinite = as_model_points(points)
+        in_range = range_filter(model_points.to(self.device), self.preset.point_cloud_range)
+        p = self.preset
+        pillars = voxelize(in_range, p.point_cloud_range, p.voxel_size, p.max_num_points, p.max_voxels)
+        stats = {
+            "points_in": int(model_points.shape[0]) + nonfinite,
+            "points_nonfinite": nonfinite,
+            "points_in_range": int(in_range.shape[0]),
+            "pillars": pillars.num_pillars,
+            "pillar_overflow": pillars.overflow,
+        }
+        return pillars, stats
+
+    def anchors(self, level: int, feature_hw: tuple[int, int]) -> torch.Tensor:
+        key = (level, *feature_hw)
+        if key not in self._anchors:
+            self._anchors[key] = level_anchors(self.preset.anchors, level, feature_hw, self.box_convention, self.device)
+        return self._anchors[key]
+
+    def postprocess_config(self) -> PostprocessConfig:
+        p = self.preset
+        return PostprocessConfig(
+            score_thr=float(self.score_threshold),
+            nms_thr=p.test_cfg.nms_thr,
+            nms_pre=p.test_cfg.nms_pre,
+            max_num=int(self.max_detections),
+            dir_offset=p.dir_offset(self.box_convention),
+            dir_limit_offset=p.dir_limit_offset,
+            convention=self.box_convention,
+        )
+
+    @torch.inference_mode()
+    def __call__(self, points: np.ndarray | torch.Tensor) -> Detections:
+        """Detect boxes in one merged cloud [N, 4] (x, y, z, dt) or [N, 5] (x, y, z, intensity, dt)."""
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        with self._stage(timings, "preprocess", always=True):
+            pillars, stats = self.preprocess(points)
+        if pillars.num_pillars == 0:
+            empty = Detections.empty(self.preset.class_names, self.preset.box_code_size)
+            empty.stats, empty.timings_ms = stats, {**timings, "total": (time.perf_counter() - start) * 1e3}
+            return empty
+        net = self.net
+        with self._stage(timings, "inference", always=True):
+            with self._stage(timings, "encoder"):
+                canvas = net.encode(pillars)
+            with self._stage(timings, "backbone"):
+                feats = net.pts_backbone(canvas)
+            with self._stage(timings, "neck"):
+                feats = net.pts_neck(feats)
+            with self._stage(timings, "head"):
+                maps = net.pts_bbox_head(feats)
+        with self._stage(timings, "postprocess", always=True):
+            head = net.pts_bbox_head
+            levels = [head.flatten(*m) for m in maps]
+            anchors = [self.anchors(i, tuple(m[0].shape[-2:])) for i, m in enumerate(maps)]
+            cand = select_candidates(levels, anchors, self.preset.test_cfg.nms_pre)
+            boxes, scores, labels = postprocess(cand, self.postprocess_config())
+            result = Detections(
+                boxes=boxes.float().cpu().numpy(),
+                scores=scores.float().cpu().numpy(),
+                labels=labels.cpu().numpy().astype(np.int64),
+                class_names=self.preset.class_names,
+            )
+        timings["total"] = (time.perf_counter() - start) * 1e3
+        result.timings_ms, result.stats = timings, stats
+        return result
+
+    @contextmanager
+    def _stage(self, timings: dict[str, float], name: str, always: bool = False) -> Iterator[None]:
+        """Time a stage; fine stages only when `profile_stages` (they need device syncs)."""
+        if not (always or self.profile_stages):
+            yield
+            return
+        self._sync()
+        start = time.perf_counter()
+        yield
+        self._sync()
+        timings[name] = (time.perf_counter() - start) * 1e3
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def warmup(self, num_points: int = 2000) -> None:
+        """Run one small synthetic frame so the first real frame pays no start-up costs."""
+        gen = np.random.default_rng(0)
+        lo, hi = np.array(self.preset.point_cloud_range[:3]), np.array(self.preset.point_cloud_range[3:])
+        xyz = gen.uniform(lo * 0.5, hi * 0.5, size=(num_points, 3))
+        self(np.concatenate([xyz, np.zeros((num_points, 1))], axis=1).astype(np.float32))
