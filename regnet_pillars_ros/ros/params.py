@@ -1,0 +1,118 @@
+"""The node's parameters: one table (name, default, description, range, choices, read-only)
+and the validators behind its parameter callback. ROS-free so tests and docs reach it."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from ..model.presets import PRESET_NAMES
+from ..pipeline.sweeps import MISSING_POLICIES
+
+DEFAULT_PRESET = "nus-regnetx-400mf-fpn"
+EGO_MOTION_SOURCES = ("tf", "odometry", "none")
+CLASS_ID_FORMATS = ("name", "index")
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    default: Any
+    description: str
+    read_only: bool = False
+    range: tuple[float, float] | None = None  # inclusive; ints get step 1
+    choices: tuple[str, ...] = ()
+
+
+PARAMS: tuple[Param, ...] = (
+    # Model: `preset` and `checkpoint` are the runtime swap interface, the rest is fixed.
+    Param("preset", DEFAULT_PRESET, "Model preset; setting it swaps the model at runtime",
+          choices=PRESET_NAMES),
+    Param("checkpoint", "", "Checkpoint path; empty = the project's default model for the "
+          "preset; setting it swaps the model at runtime"),
+    Param("box_convention", "auto", "Box convention of the checkpoint", True,
+          choices=("auto", "v0", "v1")),
+    Param("device", "cpu", "Inference device", True, choices=("auto", "cpu", "cuda")),
+    Param("backend", "torch", "Inference backend", True, choices=("torch",)),
+    # Output filtering: live.
+    Param("score_threshold", 0.3, "Minimum score of a published box", range=(0.0, 1.0)),
+    Param("class_score_thresholds", [], "Per-class minimum scores, entries 'class=score' "
+          "(e.g. 'pedestrian=0.2'); others use score_threshold"),
+    Param("max_detections", 500, "Maximum boxes per frame", range=(1, 5000)),
+    Param("class_id_format", "name", "results[0].hypothesis.class_id: class name or index "
+          "into LabelInfo", choices=CLASS_ID_FORMATS),
+    # Multi-sweep input and frames: fixed.
+    Param("num_sweeps", -1, "Past sweeps stacked with the current cloud; -1 = the preset's",
+          True, range=(-1, 10)),
+    Param("sweep_frame", "odom", "Fixed frame in which past sweeps are kept", True),
+    Param("ego_motion_source", "tf", "Where the ego motion between sweeps comes from: /tf, "
+          "~/input/odometry (nav_msgs/Odometry) or none", True, choices=EGO_MOTION_SOURCES),
+    Param("missing_ego_motion", "single", "Without ego motion: use the current sweep only "
+          "or stack past sweeps unmoved", True, choices=MISSING_POLICIES),
+    Param("sweep_max_age_s", 2.5, "Past sweeps older than this are not stacked", True,
+          range=(0.0, 60.0)),
+    Param("tf_tolerance_s", 0.1, "How far a transform lookup may reach beyond buffered "
+          "transforms", True, range=(0.0, 5.0)),
+    Param("target_frame", "", "Frame of the published boxes; empty = the cloud's frame", True),
+    # Diagnostics and markers: live.
+    Param("processing_budget_ms", 100.0, "Total processing time above which diagnostics "
+          "warn", range=(1.0, 10000.0)),
+    Param("markers.show_labels", True, "Text 'class score' above each box"),
+    Param("markers.show_heading", True, "Heading arrow per box"),
+    Param("markers.show_velocity", True, "Velocity arrow per box (presets with velocity)"),
+    Param("markers.line_width", 0.1, "Box edge width in metres", range=(0.01, 1.0)),
+    Param("markers.class_colors", [], "Per-class colours, entries 'class=#rrggbb'"),
+)
+PARAMS_BY_NAME = {p.name: p for p in PARAMS}
+
+
+def _entries(values: list[str], what: str) -> dict[str, str]:
+    out = {}
+    for entry in values:
+        if not entry.strip():
+            continue
+        name, sep, value = entry.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"{what} entry '{entry}' is not 'class=value'")
+        out[name.strip()] = value.strip()
+    return out
+
+
+def parse_class_thresholds(values: list[str]) -> dict[str, float]:
+    """['car=0.4', ...] -> {'car': 0.4}; each score in [0, 1]."""
+    out = {}
+    for name, text in _entries(values, "class_score_thresholds").items():
+        try:
+            score = float(text)
+        except ValueError:
+            raise ValueError(f"class_score_thresholds: '{text}' for '{name}' is not a number")
+        if not 0.0 <= score <= 1.0:
+            raise ValueError(f"class_score_thresholds: {score} for '{name}' is outside [0, 1]")
+        out[name] = score
+    return out
+
+
+def parse_class_colors(values: list[str]) -> dict[str, tuple[float, float, float]]:
+    """['car=#ff8000', ...] -> {'car': (1.0, 0.5, 0.0)}."""
+    out = {}
+    for name, text in _entries(values, "markers.class_colors").items():
+        if not re.fullmatch(r"#[0-9a-fA-F]{6}", text):
+            raise ValueError(f"markers.class_colors: '{text}' for '{name}' is not #rrggbb")
+        out[name] = tuple(int(text[i:i + 2], 16) / 255 for i in (1, 3, 5))
+    return out
+
+
+def validate(name: str, value: Any) -> None:
+    """Raise ValueError with the reason when ``value`` is not acceptable for ``name``.
+    (Ranges and read-only flags are also enforced by ROS from the descriptors.)"""
+    spec = PARAMS_BY_NAME.get(name)
+    if spec is None:
+        raise ValueError(f"unknown parameter '{name}'")
+    if spec.choices and value not in spec.choices:
+        raise ValueError(f"{name} must be one of {', '.join(spec.choices)}; got '{value}'")
+    if spec.range is not None and not spec.range[0] <= value <= spec.range[1]:
+        raise ValueError(f"{name} must be in [{spec.range[0]}, {spec.range[1]}]; got {value}")
+    if name == "class_score_thresholds":
+        parse_class_thresholds(value)
+    elif name == "markers.class_colors":
+        parse_class_colors(value)

@@ -1,0 +1,103 @@
+"""Launch files, their logic in launch_config, and the YAML files they load."""
+import ast
+import importlib.util
+from pathlib import Path
+
+import pytest
+import yaml
+
+from regnet_pillars_ros.model.presets import PRESET_NAMES
+from regnet_pillars_ros.ros import launch_config as cfg
+from regnet_pillars_ros.ros.params import PARAMS_BY_NAME, validate
+
+REPO = Path(__file__).resolve().parents[1]
+LAUNCH = REPO / "launch"
+HAS_LAUNCH = importlib.util.find_spec("launch") is not None \
+    and importlib.util.find_spec("launch_ros") is not None
+
+
+def ros_parameters(path: Path) -> dict:
+    """Flatten a `/**: ros__parameters:` YAML into dotted names."""
+    doc = yaml.safe_load(path.read_text())
+    assert list(doc) == ["/**"], f"{path.name}: parameters must apply to any node name"
+
+    def flat(d, prefix=""):
+        for key, value in d.items():
+            if isinstance(value, dict):
+                yield from flat(value, f"{prefix}{key}.")
+            else:
+                yield f"{prefix}{key}", value
+    return dict(flat(doc["/**"]["ros__parameters"]))
+
+
+@pytest.mark.parametrize("preset", PRESET_NAMES)
+def test_every_preset_has_yaml_that_validates(preset):
+    files = cfg.params_files(preset)
+    assert [f.name for f in files] == ["common.yaml", f"{preset}.yaml"]
+    merged = {}
+    for f in files:
+        merged.update(ros_parameters(f))
+    assert merged["preset"] == preset
+    for name, value in merged.items():
+        assert name in PARAMS_BY_NAME, f"{name} in YAML is not a parameter of the node"
+        validate(name, value)
+
+
+def test_common_yaml_sets_every_parameter_a_preset_does_not():
+    common = ros_parameters(REPO / "config" / "common.yaml")
+    preset = ros_parameters(REPO / "config" / f"{PRESET_NAMES[0]}.yaml")
+    assert set(common) | set(preset) == set(PARAMS_BY_NAME)
+
+
+def test_unknown_preset_names_the_choices():
+    with pytest.raises(ValueError, match="choose one of: nus-secfpn"):
+        cfg.params_files("nus-regnetx-9000gf")
+
+
+def test_node_parameters_and_remappings_follow_the_arguments():
+    args = {"preset": "lyft-fpn", "checkpoint": "/tmp/x.pth", "device": "", "use_sim_time": "true",
+            "params_file": "/tmp/extra.yaml", "input_topic": "/lidar/top"}
+    params = cfg.node_parameters(args)
+    assert [Path(p).name for p in params[:3]] == ["common.yaml", "lyft-fpn.yaml", "extra.yaml"]
+    assert params[3] == {"use_sim_time": True, "checkpoint": "/tmp/x.pth"}
+    assert cfg.remappings(args) == [("~/input/pointcloud", "/lidar/top")]
+
+
+def launch_arguments(path: Path) -> set[str]:
+    """Names the launch file declares or hands to an include, read from its syntax tree."""
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "DeclareLaunchArgument":
+            names.add(node.args[0].value if isinstance(node.args[0], ast.Constant) else "*")
+    return names
+
+
+def test_launch_files_parse_and_take_their_arguments_from_the_package():
+    assert launch_arguments(LAUNCH / "detector.launch.py") == {"*"}  # all of LAUNCH_ARGUMENTS
+    assert "LAUNCH_ARGUMENTS" in (LAUNCH / "detector.launch.py").read_text()
+    for dataset in cfg.DATASET_PRESETS:
+        path = LAUNCH / f"{dataset}.launch.py"
+        assert launch_arguments(path) == {"preset"}
+        assert "detector.launch.py" in path.read_text()
+    assert set(cfg.LAUNCH_ARGUMENTS) == {"preset", "checkpoint", "input_topic", "device",
+                                         "backend", "params_file", "use_sim_time", "log_level"}
+    assert set(cfg.DATASET_PRESETS.values()) <= set(PRESET_NAMES)
+
+
+def test_rviz_config_shows_cloud_and_markers():
+    rviz = yaml.safe_load((REPO / "config" / "detector.rviz").read_text())
+    displays = {d["Class"]: d for d in rviz["Visualization Manager"]["Displays"]}
+    assert displays["rviz_default_plugins/MarkerArray"]["Topic"]["Value"] == \
+        f"/{cfg.NODE_NAME}/output/markers"
+    assert "rviz_default_plugins/PointCloud2" in displays
+
+
+@pytest.mark.skipif(not HAS_LAUNCH, reason="ROS 2 `launch`/`launch_ros` are not installed "
+                    "(not on PyPI); the files are checked by parsing above")
+@pytest.mark.parametrize("name", ["detector", "nuscenes", "lyft"])
+def test_launch_description_builds(name):
+    spec = importlib.util.spec_from_file_location(name, LAUNCH / f"{name}.launch.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.generate_launch_description().entities
