@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from regnet_pillars_ros.pipeline.transforms import (
-    ExtrapolationError, Transform, TransformBuffer, TransformError, slerp)
+    ExtrapolationError, Transform, TransformBuffer, TransformError, slerp, transform_boxes)
 
 SEC = 1_000_000_000
 
@@ -93,3 +93,14 @@ def test_history_is_bounded_in_time_and_count():
     assert hist.stamps[0] == 15 * SEC // 10
     with pytest.raises(ExtrapolationError):
         buf.lookup("odom", "base", 0)
+
+
+def test_boxes_move_with_centre_yaw_and_velocity():
+    t = Transform.from_xyz_yaw((10.0, 0.0, 1.0), math.pi / 2)
+    boxes = np.array([[2.0, 0.0, -1.0, 4.0, 2.0, 1.5, 0.1, 3.0, 0.0]], np.float32)
+    out = transform_boxes(boxes, t)
+    np.testing.assert_allclose(out[0, :3], (10.0, 2.0, 0.0), atol=1e-6)
+    np.testing.assert_allclose(out[0, 3:6], boxes[0, 3:6])
+    assert out[0, 6] == pytest.approx(0.1 + math.pi / 2)
+    np.testing.assert_allclose(out[0, 7:9], (0.0, 3.0), atol=1e-6)
+    np.testing.assert_allclose(transform_boxes(boxes[:, :7], t)[:, :7], out[:, :7])

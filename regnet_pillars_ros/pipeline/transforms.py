@@ -224,3 +224,19 @@ class TransformBuffer:
         to_common = self._to_ancestor(up_source[:up_source.index(common) + 1], stamp_ns)
         from_common = self._to_ancestor(up_target[:up_target.index(common) + 1], stamp_ns)
         return from_common.inverse() @ to_common
+
+
+def transform_boxes(boxes: np.ndarray, transform: Transform) -> np.ndarray:
+    """Boxes (x, y, z_bottom, l, w, h, yaw[, vx, vy]) moved into another frame.
+
+    Assumes the two frames share the up axis (rotation about z only, as between LiDAR, base
+    and odom frames); the yaw of the transform is added to each box's yaw.
+    """
+    out = boxes.copy()
+    out[:, :3] = transform.apply(boxes[:, :3].astype(np.float64))
+    out[:, 6] = np.arctan2(np.sin(boxes[:, 6] + transform.yaw()),
+                           np.cos(boxes[:, 6] + transform.yaw()))
+    if boxes.shape[1] >= 9:
+        rot = quat_to_matrix(transform.rotation)[:2, :2]
+        out[:, 7:9] = boxes[:, 7:9] @ rot.T
+    return out
