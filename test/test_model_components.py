@@ -1,0 +1,244 @@
+"""Model components against the spec and against plain reference implementations."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from regnet_pillars_ros.model import PRESET_NAMES, get_preset
+from regnet_pillars_ros.model.backbones import regnet_stages
+from regnet_pillars_ros.model.checkpoint import random_state_dict
+from regnet_pillars_ros.model.head import decode_boxes, encode_boxes, level_anchors
+from regnet_pillars_ros.model.network import PointPillarsNet
+from regnet_pillars_ros.model.pillars import HardVFE
+from regnet_pillars_ros.model.postprocess import limit_period
+from regnet_pillars_ros.model.voxelize import voxelize
+
+SPEC = Path(__file__).resolve().parents[2] / "shared" / "spec"
+needs_spec = pytest.mark.skipif(not SPEC.is_dir(), reason=f"spec not found at {SPEC}")
+
+
+# -- presets and checkpoint keys --------------------------------------------------------------
+
+def test_nine_presets_in_readme_order():
+    assert PRESET_NAMES == (
+        "nus-secfpn", "nus-regnetx-400mf-secfpn", "nus-fpn", "nus-regnetx-400mf-fpn", "nus-regnetx-1.6gf-fpn",
+        "lyft-secfpn", "lyft-regnetx-400mf-secfpn", "lyft-fpn", "lyft-regnetx-400mf-fpn",
+    )
+    for name in PRESET_NAMES:
+        p = get_preset(name)
+        assert p.num_classes == (10 if p.dataset == "nuscenes" else 9)
+        assert p.has_velocity == (p.dataset == "nuscenes")
+        assert p.checkpoint_filename.endswith(".pth") and p.checkpoint_url.endswith(p.checkpoint_filename)
+
+
+def test_unknown_preset_lists_the_valid_names():
+    with pytest.raises(ValueError, match="nus-regnetx-400mf-fpn"):
+        get_preset("nus-regnetx-800mf-fpn")
+
+
+@needs_spec
+@pytest.mark.parametrize("name", PRESET_NAMES)
+def test_state_dict_keys_and_shapes_equal_spec(name):
+    net = PointPillarsNet(get_preset(name))
+    ours = [[k, list(v.shape)] for k, v in net.state_dict().items()]
+    assert ours == json.loads((SPEC / "checkpoint_keys" / f"{name}.json").read_text())
+    assert sum(p.numel() for p in net.parameters()) == get_preset(name).n_parameters
+
+
+# -- RegNet design space --------------------------------------------------------------------------
+
+# (w0, wa, wm, depth, group_w) -> published stage widths and depths of RegNetX (pycls model zoo).
+REGNETX = {
+    "200MF": ((24, 36.44, 2.49, 13, 8), (24, 56, 152, 368), (1, 1, 4, 7)),
+    "400MF": ((24, 24.48, 2.54, 22, 16), (32, 64, 160, 384), (1, 2, 7, 12)),
+    "600MF": ((48, 36.97, 2.24, 16, 24), (48, 96, 240, 528), (1, 3, 5, 7)),
+    "800MF": ((56, 35.73, 2.28, 16, 16), (64, 128, 288, 672), (1, 3, 7, 5)),
+    "1.6GF": ((80, 34.01, 2.25, 18, 24), (72, 168, 408, 912), (2, 4, 10, 2)),
+    "3.2GF": ((88, 26.31, 2.25, 25, 48), (96, 192, 432, 1008), (2, 6, 15, 2)),
+    "4.0GF": ((96, 38.65, 2.43, 23, 40), (80, 240, 560, 1360), (2, 5, 14, 2)),
+    "6.4GF": ((184, 60.83, 2.07, 17, 56), (168, 392, 784, 1624), (2, 4, 10, 1)),
+    "8.0GF": ((80, 49.56, 2.88, 23, 120), (80, 240, 720, 1920), (2, 5, 15, 1)),
+    "12GF": ((168, 73.36, 2.37, 19, 112), (224, 448, 896, 2240), (2, 5, 11, 1)),
+}
+
+
+@pytest.mark.parametrize("model", list(REGNETX))
+def test_width_generator_reproduces_published_regnetx(model):
+    params, widths, depths = REGNETX[model]
+    stages = regnet_stages(*params)
+    assert stages.widths == widths and stages.depths == depths
+    assert all(w % g == 0 for w, g in zip(stages.widths, stages.group_widths))
+
+
+@pytest.mark.parametrize("name", ["nus-regnetx-400mf-fpn", "nus-regnetx-1.6gf-fpn"])
+def test_width_generator_matches_preset_tables(name):
+    spec = get_preset(name).backbone
+    a = spec["arch"]
+    stages = regnet_stages(a["w0"], a["wa"], a["wm"], a["depth"], a["group_w"], a["bot_mul"])
+    assert list(stages.widths) == spec["stage_widths"]
+    assert list(stages.depths) == spec["stage_blocks"]
+    assert list(stages.groups) == spec["groups"]
+
+
+def test_width_generator_rejects_nonsense():
+    with pytest.raises(ValueError):
+        regnet_stages(24, 24.48, 0.9, 22, 16)
+
+
+# -- voxelization -------------------------------------------------------------------------------
+
+def reference_voxelize(points, pc_range, voxel, max_points, max_voxels):
+    """Plain loop over points with mmcv's hard_voxelize rules."""
+    lo = np.float32(pc_range[:3])
+    size = np.float32(voxel)
+    grid = np.round((np.float32(pc_range[3:]) - lo) / size).astype(int)
+    ids, coors, slots = {}, [], []
+    point_voxel = np.full(len(points), -1)
+    point_slot = np.full(len(points), -1)
+    for i, p in enumerate(points):
+        c = np.floor((p[:3] - lo) / size).astype(int)
+        if (c < 0).any() or (c >= grid).any():
+            continue
+        key = (c[2], c[1], c[0])
+        if key not in ids:
+            if len(ids) >= max_voxels:
+                continue
+            ids[key] = len(ids)
+            coors.append(key)
+            slots.append(0)
+        v = ids[key]
+        if slots[v] < max_points:
+            point_voxel[i], point_slot[i] = v, slots[v]
+            slots[v] += 1
+    return np.array(coors, dtype=np.int64).reshape(-1, 3), np.array(slots, dtype=np.int64), point_voxel, point_slot
+
+
+def random_cloud(rng, n, pc_range, voxel):
+    """Points inside, outside, exactly on borders and grid lines, with duplicates and dense pillars."""
+    lo, hi = np.array(pc_range[:3]), np.array(pc_range[3:])
+    pts = rng.uniform(lo - 2, hi + 2, size=(n, 3))
+    grid_lines = lo[:2] + voxel[0] * rng.integers(0, int((hi[0] - lo[0]) / voxel[0]) + 1, size=(n // 10, 2))
+    pts[: n // 10, :2] = grid_lines
+    pts[n // 10: n // 10 + 20] = np.where(rng.integers(0, 2, size=(20, 3)) == 1, hi, lo)  # exactly on the borders
+    dense = np.repeat(((lo + hi) / 2 + 0.01)[None], 70, axis=0)  # one pillar with more points than allowed
+    dups = pts[rng.integers(0, n, size=30)]
+    dt = rng.uniform(0, 0.5, size=(n + 100, 1))
+    return np.concatenate([np.concatenate([pts, dense, dups]), dt], axis=1).astype(np.float32)
+
+
+@pytest.mark.parametrize("seed,max_points,max_voxels", [(0, 5, 10_000), (1, 3, 40), (2, 64, 1)])
+def test_voxelize_matches_plain_loop(seed, max_points, max_voxels):
+    pc_range, voxel = (-4.0, -3.0, -2.0, 4.0, 3.0, 2.0), (0.5, 0.5, 4.0)
+    pts = random_cloud(np.random.default_rng(seed), 600, pc_range, voxel)
+    pillars = voxelize(torch.from_numpy(pts), pc_range, voxel, max_points, max_voxels)
+    coors, counts, point_voxel, point_slot = reference_voxelize(pts, pc_range, voxel, max_points, max_voxels)
+    np.testing.assert_array_equal(pillars.coors.numpy(), coors)
+    np.testing.assert_array_equal(pillars.num_points.numpy(), counts)
+    got_voxel, got_slot = np.full(len(pts), -1), np.full(len(pts), -1)
+    got_voxel[pillars.source_index.numpy()] = pillars.point_pillar.numpy()
+    got_slot[pillars.source_index.numpy()] = pillars.point_slot.numpy()
+    np.testing.assert_array_equal(got_voxel, point_voxel)
+    np.testing.assert_array_equal(got_slot, point_slot)
+    assert (pillars.num_points == max_points).any()
+    dense = pillars.dense(max_points).numpy()
+    kept = point_voxel >= 0
+    np.testing.assert_array_equal(dense[point_voxel[kept], point_slot[kept]], pts[kept])
+    assert dense.sum() == pytest.approx(float(pts[kept].astype(np.float64).sum()), rel=1e-5)
+    if max_voxels < len(coors) + 1:
+        assert pillars.overflow > 0
+
+
+def test_voxelize_empty_and_all_outside():
+    pc_range, voxel = (-1.0, -1.0, -1.0, 1.0, 1.0, 1.0), (0.5, 0.5, 2.0)
+    for pts in (np.zeros((0, 4), np.float32), np.full((5, 4), 7.0, np.float32)):
+        pillars = voxelize(torch.from_numpy(pts), pc_range, voxel, 4, 10)
+        assert pillars.num_pillars == 0 and pillars.points.shape == (0, 4) and pillars.overflow == 0
+
+
+# -- pillar encoder ---------------------------------------------------------------------------------
+
+def padded_vfe_reference(vfe: HardVFE, pillars, max_points: int) -> torch.Tensor:
+    """mmdet3d's HardVFE written plainly over the padded [M, N, C] layout."""
+    feats = pillars.dense(max_points)
+    n = pillars.num_points.to(feats.dtype).view(-1, 1, 1)
+    mean = feats[:, :, :3].sum(dim=1, keepdim=True) / n
+    centre = pillars.coors.flip(1).to(feats.dtype).unsqueeze(1) * torch.tensor(vfe.voxel_size) + torch.tensor(vfe.offset)
+    x = torch.cat([feats, feats[:, :, :3] - mean, feats[:, :, :3] - centre], dim=-1)
+    mask = (torch.arange(max_points).view(1, -1) < pillars.num_points.view(-1, 1)).unsqueeze(-1)
+    x = x * mask
+    for i, layer in enumerate(vfe.vfe_layers):
+        m, slots, c = x.shape
+        y = layer.linear(x)
+        y = layer.norm(y.reshape(m * slots, -1)).reshape(m, slots, -1).relu()
+        pooled = y.max(dim=1).values
+        if i == len(vfe.vfe_layers) - 1:
+            return pooled
+        x = torch.cat([y, pooled.unsqueeze(1).expand_as(y)], dim=-1)
+    raise AssertionError("unreachable")
+
+
+@pytest.mark.parametrize("name", ["nus-regnetx-400mf-fpn", "lyft-fpn"])
+def test_sparse_vfe_equals_padded_reference(name):
+    p = get_preset(name)
+    net = PointPillarsNet(p)
+    net.load_state_dict(random_state_dict(net, seed=3))
+    net.eval()
+    pts = random_cloud(np.random.default_rng(5), 3000, p.point_cloud_range, p.voxel_size)
+    pts[:, :2] *= 0.05  # crowd points into few pillars so some are full
+    pillars = voxelize(torch.from_numpy(pts), p.point_cloud_range, p.voxel_size, p.max_num_points, p.max_voxels)
+    assert (pillars.num_points == p.max_num_points).any() and (pillars.num_points < p.max_num_points).any()
+    with torch.inference_mode():
+        ours = net.pts_voxel_encoder(pillars)
+        ref = padded_vfe_reference(net.pts_voxel_encoder, pillars, p.max_num_points)
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+
+
+# -- anchors, coder, direction --------------------------------------------------------------------
+
+def test_anchor_layout_and_values():
+    p = get_preset("nus-secfpn")
+    anchors = level_anchors(p.anchors, 0, (200, 200), "v1")
+    assert anchors.shape == (200 * 200 * 14, 9)
+    grid = anchors.view(200, 200, 7, 2, 9)
+    pitch = 99.2 / 200
+    np.testing.assert_allclose(grid[0, 0, 0, 0, :2].numpy(), [-49.6 + pitch / 2] * 2, atol=1e-5)
+    np.testing.assert_allclose(grid[3, 5, 0, 0, :2].numpy(), [-49.6 + 5.5 * pitch, -49.6 + 3.5 * pitch], atol=1e-4)
+    np.testing.assert_allclose(grid[0, 0, :, 0, 3:6].numpy(), np.array(p.anchors.sizes_v1), rtol=1e-6)
+    np.testing.assert_allclose(grid[0, 0, :, 0, 2].numpy(), [r[2] for r in p.anchors.ranges], rtol=1e-6)
+    np.testing.assert_allclose(grid[0, 0, 0, :, 6].numpy(), [0.0, 1.57], rtol=1e-7)
+    v0 = level_anchors(p.anchors, 0, (200, 200), "v0").view(200, 200, 7, 2, 9)
+    torch.testing.assert_close(v0[..., 3], grid[..., 4])
+    torch.testing.assert_close(v0[..., 4], grid[..., 3])
+
+
+def test_fpn_levels_scale_the_generic_sizes():
+    p = get_preset("nus-regnetx-400mf-fpn")
+    for level, (hw, scale) in enumerate(zip([(200, 200), (100, 100), (50, 50)], [1, 2, 4])):
+        anchors = level_anchors(p.anchors, level, hw, "v1").view(*hw, 4, 2, 9)
+        np.testing.assert_allclose(anchors[0, 0, :, 0, 3:6].numpy(), np.array(p.anchors.sizes_v1) * scale, rtol=1e-6)
+        step = 100 / hw[0]
+        np.testing.assert_allclose(anchors[0, 1, 0, 0, 0] - anchors[0, 0, 0, 0, 0], step, rtol=1e-5)
+
+
+def test_coder_round_trip():
+    gen = torch.Generator().manual_seed(0)
+    anchors = torch.cat([torch.randn(100, 3, generator=gen) * 10, torch.rand(100, 3, generator=gen) * 4 + 0.3,
+                         torch.rand(100, 1, generator=gen) * 3, torch.zeros(100, 2)], dim=1)
+    boxes = torch.cat([torch.randn(100, 3, generator=gen) * 10, torch.rand(100, 3, generator=gen) * 4 + 0.3,
+                       torch.randn(100, 1, generator=gen) * 3, torch.randn(100, 2, generator=gen)], dim=1)
+    torch.testing.assert_close(decode_boxes(anchors, encode_boxes(anchors, boxes)), boxes, rtol=1e-5, atol=1e-4)
+    zero = decode_boxes(anchors, torch.zeros_like(anchors))
+    torch.testing.assert_close(zero, anchors)
+
+
+def test_limit_period_range():
+    vals = torch.linspace(-20, 20, 1001)
+    wrapped = limit_period(vals, 0.0, math.pi)
+    assert wrapped.min() >= 0 and wrapped.max() < math.pi
+    periods = (vals - wrapped) / math.pi
+    torch.testing.assert_close(periods, periods.round(), atol=1e-5, rtol=0)
