@@ -1,0 +1,56 @@
+"""Detections -> vision_msgs/Detection3DArray, LabelInfo and the velocity side topic."""
+from __future__ import annotations
+
+import numpy as np
+from geometry_msgs.msg import Point, Pose, Quaternion, Vector3
+from vision_msgs.msg import (BoundingBox3D, Detection3D, Detection3DArray, LabelInfo,
+                             ObjectHypothesisWithPose, VisionClass)
+
+from ..model.detections import Detections
+from .cloud import to_msg
+
+
+def yaw_quaternion(yaw: float) -> Quaternion:
+    """Rotation about +z (REP 103): (0, 0, sin(yaw/2), cos(yaw/2))."""
+    return Quaternion(x=0.0, y=0.0, z=float(np.sin(yaw / 2)), w=float(np.cos(yaw / 2)))
+
+
+def box_poses(dets: Detections) -> list[Pose]:
+    """Geometric-centre poses of the boxes (z_bottom + h/2), heading from yaw."""
+    return [Pose(position=Point(x=float(c[0]), y=float(c[1]), z=float(c[2])),
+                 orientation=yaw_quaternion(float(yaw)))
+            for c, yaw in zip(dets.gravity_centers(), dets.boxes[:, 6])]
+
+
+def detection_array(dets: Detections, header, class_id_format: str = "name") -> Detection3DArray:
+    """One Detection3D per box with the input header; results[0] holds class and score;
+    bbox.size = (length, width, height); ``id`` stays empty (it is for trackers)."""
+    msg = Detection3DArray(header=header)
+    for pose, box, label, score in zip(box_poses(dets), dets.boxes, dets.labels, dets.scores):
+        result = ObjectHypothesisWithPose()
+        result.hypothesis.class_id = (dets.class_names[label] if class_id_format == "name"
+                                      else str(int(label)))
+        result.hypothesis.score = float(score)
+        result.pose.pose = pose
+        bbox = BoundingBox3D(center=pose, size=Vector3(x=float(box[3]), y=float(box[4]),
+                                                       z=float(box[5])))
+        msg.detections.append(Detection3D(header=header, results=[result], bbox=bbox))
+    return msg
+
+
+def label_info(class_names: tuple[str, ...], header, threshold: float) -> LabelInfo:
+    """The class map: index -> name, so ``class_id_format = index`` stays decodable."""
+    return LabelInfo(header=header, threshold=float(threshold),
+                     class_map=[VisionClass(class_id=i, class_name=name)
+                                for i, name in enumerate(class_names)])
+
+
+def velocity_cloud(dets: Detections, header):
+    """sensor_msgs/PointCloud2 with one point per detection (same order as the
+    Detection3DArray): box centre x, y, z and velocity vx, vy in m/s."""
+    points = np.zeros(len(dets), np.dtype([(n, "<f4") for n in ("x", "y", "z", "vx", "vy")]))
+    centers = dets.gravity_centers()
+    for i, name in enumerate("xyz"):
+        points[name] = centers[:, i]
+    points["vx"], points["vy"] = dets.velocities[:, 0], dets.velocities[:, 1]
+    return to_msg(header, points)
