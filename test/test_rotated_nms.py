@@ -1,0 +1,293 @@
+"""Rotated BEV IoU and NMS against shapely, analytic cases, a plain greedy reference and mmdet3d."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from shapely.geometry import Polygon
+
+from regnet_pillars_ros.model.rotated_nms import benchmark, bev_box_corners, nms_rotated_bev, rotated_iou_bev
+
+FIXTURES = Path("/work/shared/fixtures/mmdet3d")
+FIXTURE_CASES = ("nus-regnetx-400mf-secfpn-s11", "lyft-fpn-s12")
+CUDA = pytest.param(
+    "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device in this environment")
+)
+DEVICES = ("cpu", CUDA)
+
+
+def polygon(box: np.ndarray) -> Polygon:
+    """Shapely rectangle of one (x, y, dx, dy, yaw) row, built independently of the module."""
+    x, y, dx, dy, yaw = (float(v) for v in box)
+    c, s = math.cos(yaw), math.sin(yaw)
+    local = ((-dx / 2, -dy / 2), (dx / 2, -dy / 2), (dx / 2, dy / 2), (-dx / 2, dy / 2))
+    return Polygon([(x + c * u - s * v, y + s * u + c * v) for u, v in local])
+
+
+def shapely_iou(a: np.ndarray, b: np.ndarray) -> float:
+    pa, pb = polygon(a), polygon(b)
+    inter = pa.intersection(pb).area
+    union = pa.area + pb.area - inter
+    return inter / union if union > 0 else 0.0
+
+
+def random_boxes(rng: np.random.Generator, n: int, spread: float = 4.0) -> np.ndarray:
+    xy = rng.uniform(-spread, spread, (n, 2))
+    dxdy = rng.uniform(0.05, 4.0, (n, 2))
+    yaw = rng.uniform(-2 * math.pi, 2 * math.pi, (n, 1))
+    return np.concatenate((xy, dxdy, yaw), axis=1)
+
+
+def jitter(rng: np.random.Generator, boxes: np.ndarray, scale: float) -> np.ndarray:
+    """Move centres and yaws by up to ``scale`` and extents by up to ``scale`` relative (extents stay > 0)."""
+    out = boxes + rng.uniform(-scale, scale, boxes.shape) * np.array([1, 1, 0, 0, 1])
+    out[:, 2:4] *= 1 + rng.uniform(-scale, scale, (len(boxes), 2))
+    return out
+
+
+def paired_cases(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (a[i], b[i]) covering the delicate configurations."""
+    n = 200
+    a = random_boxes(rng, n)
+    pairs = []
+    # Near-identical: tiny perturbations of centre, size and yaw (including none at all).
+    for eps in (0.0, 1e-9, 1e-6, 1e-3):
+        pairs.append((a, jitter(rng, a, eps)))
+    # One inside the other: same centre or offset, smaller extents, any yaw.
+    inner = a.copy()
+    inner[:, 2:4] *= rng.uniform(0.05, 0.5, (n, 2))
+    inner[:, 4] = rng.uniform(-math.pi, math.pi, n)
+    pairs.append((a, inner))
+    # Touching along a full or partial edge: shifted by exactly (dx_a + dx_b) / 2 along the heading.
+    other = a.copy()
+    other[:, 2] = rng.uniform(0.1, 3.0, n)
+    other[:, 3] = np.where(rng.random(n) < 0.5, a[:, 3], rng.uniform(0.1, 3.0, n))
+    shift = (a[:, 2] + other[:, 2]) / 2
+    other[:, 0] += shift * np.cos(a[:, 4])
+    other[:, 1] += shift * np.sin(a[:, 4])
+    other[:, :2] += 0.3 * (rng.random((n, 1)) < 0.3) * np.stack((-np.sin(a[:, 4]), np.cos(a[:, 4])), 1)
+    pairs.append((a, other))
+    # Rotated by exactly +-90 degrees, with swapped extents (same footprint) or random extents.
+    quarter = a.copy()
+    quarter[:, 4] += np.where(rng.random(n) < 0.5, math.pi / 2, -math.pi / 2)
+    quarter[:, 2:4] = a[:, [3, 2]]
+    pairs.append((a, quarter))
+    quarter_rand = quarter.copy()
+    quarter_rand[:, :4] += rng.uniform(-0.5, 0.5, (n, 4)) * np.array([1, 1, 0.2, 0.2])
+    pairs.append((a, quarter_rand))
+    # Parallel edges: same yaw, offset centres.
+    parallel = a.copy()
+    parallel[:, :2] += rng.uniform(-1.5, 1.5, (n, 2))
+    parallel[:, 2:4] = rng.uniform(0.1, 3.0, (n, 2))
+    pairs.append((a, parallel))
+    # Tiny boxes and huge aspect ratios, over each other.
+    thin = a.copy()
+    thin[:, 2] = rng.uniform(10.0, 100.0, n)
+    thin[:, 3] = rng.uniform(0.001, 0.05, n)
+    pairs.append((a, thin))
+    pairs.append((thin, jitter(rng, thin, 0.02)))
+    tiny = a.copy()
+    tiny[:, 2:4] = rng.uniform(1e-3, 1e-2, (n, 2))
+    tiny[:, :2] = a[:, :2] + rng.uniform(-0.005, 0.005, (n, 2))
+    pairs.append((tiny, jitter(rng, tiny, 3e-3)))
+    # Far from the origin (fixture coordinates reach ~60 m).
+    far = a.copy()
+    far[:, :2] += 80.0
+    pairs.append((far, jitter(rng, far, 0.5)))
+    return np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs])
+
+
+def assert_iou_close(got: np.ndarray, ref: np.ndarray) -> None:
+    err = np.abs(got - ref)
+    bad = err > 1e-6 + 1e-5 * np.abs(ref)
+    assert not bad.any(), f"{bad.sum()} pairs off, worst {err.max():.3g} at {np.unravel_index(err.argmax(), err.shape)}"
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", (torch.float64, torch.float32))
+def test_iou_matches_shapely_on_random_matrix(device: str, dtype: torch.dtype) -> None:
+    rng = np.random.default_rng(0)
+    boxes = torch.tensor(random_boxes(rng, 80), dtype=dtype)
+    exact = boxes.double().numpy()  # the geometry shapely sees: the same (rounded) numbers
+    ref = np.array([[shapely_iou(a, b) for b in exact] for a in exact])
+    got = rotated_iou_bev(boxes.to(device), boxes.to(device))
+    assert got.dtype == dtype and got.device.type == device and got.shape == (80, 80)
+    assert_iou_close(got.cpu().double().numpy(), ref)
+    assert 0 < (ref > 0).sum() < ref.size  # the case mixes overlapping and disjoint pairs
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_iou_matches_shapely_on_delicate_pairs(device: str) -> None:
+    a, b = paired_cases(np.random.default_rng(1))
+    ref = np.array([shapely_iou(p, q) for p, q in zip(a, b)])
+    ta, tb = torch.from_numpy(a).to(device), torch.from_numpy(b).to(device)
+    # Paired IoU is the diagonal; compute it in blocks to keep the matrices small.
+    got = np.concatenate([
+        torch.diagonal(rotated_iou_bev(ta[i:i + 200], tb[i:i + 200])).cpu().numpy() for i in range(0, len(a), 200)
+    ])
+    assert np.isfinite(got).all()
+    assert_iou_close(got, ref)
+
+
+def test_corners_counter_clockwise_and_oriented() -> None:
+    box = torch.tensor([[1.0, 2.0, 4.0, 2.0, math.pi / 2]], dtype=torch.float64)
+    corners = bev_box_corners(box)[0]
+    # Heading along +y: the 4 m extent lies along y, the 2 m extent along x.
+    expected = torch.tensor([[2.0, 0.0], [2.0, 4.0], [0.0, 4.0], [0.0, 0.0]], dtype=torch.float64)
+    torch.testing.assert_close(corners, expected, atol=1e-12, rtol=0)
+    x, y = corners[:, 0], corners[:, 1]
+    assert 0.5 * (x * y.roll(-1) - x.roll(-1) * y).sum() == pytest.approx(8.0)
+
+
+def test_symmetry_and_self_iou() -> None:
+    boxes = torch.from_numpy(random_boxes(np.random.default_rng(2), 60))
+    iou = rotated_iou_bev(boxes, boxes)
+    torch.testing.assert_close(iou, iou.T, atol=1e-12, rtol=0)
+    torch.testing.assert_close(torch.diagonal(iou), torch.ones(60, dtype=torch.float64), atol=1e-12, rtol=0)
+    other = torch.from_numpy(random_boxes(np.random.default_rng(3), 40))
+    torch.testing.assert_close(rotated_iou_bev(boxes, other), rotated_iou_bev(other, boxes).T, atol=1e-12, rtol=0)
+
+
+def test_analytic_cases() -> None:
+    def iou(a: list[float], b: list[float]) -> float:
+        return float(rotated_iou_bev(torch.tensor([a], dtype=torch.float64), torch.tensor([b], dtype=torch.float64)))
+
+    assert iou([0, 0, 1, 1, 0], [0.5, 0, 1, 1, 0]) == pytest.approx(1 / 3, abs=1e-12)
+    assert iou([0, 0, 1, 1, 0.3], [0.5 * math.cos(0.3), 0.5 * math.sin(0.3), 1, 1, 0.3]) == pytest.approx(1 / 3, abs=1e-12)
+    # Square over itself rotated by 45 degrees: a regular octagon of area 2*sqrt(2) - 2, IoU 1/sqrt(2).
+    assert iou([3, -2, 1, 1, 0], [3, -2, 1, 1, math.pi / 4]) == pytest.approx(1 / math.sqrt(2), abs=1e-12)
+    # Contained: the smaller area over the larger.
+    assert iou([0, 0, 4, 2, 0.7], [0.3, 0.1, 1, 0.5, -0.2]) == pytest.approx(0.5 / 8, abs=1e-12)
+    # Same footprint described with swapped extents and yaw + 90 degrees.
+    assert iou([1, 1, 4, 2, 0.2], [1, 1, 2, 4, 0.2 + math.pi / 2]) == pytest.approx(1.0, abs=1e-12)
+    # Disjoint with overlapping bounding circles, disjoint far apart, touching along an edge: exactly 0.
+    assert iou([0, 0, 4, 1, 0], [0, 1.2, 4, 1, 0]) == 0.0
+    assert iou([0, 0, 4, 1, 0], [100, 0, 4, 1, 0]) == 0.0
+    assert iou([0, 0, 2, 1, 0.4], [2 * math.cos(0.4), 2 * math.sin(0.4), 2, 1, 0.4]) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_degenerate_boxes_give_zero_without_nan() -> None:
+    boxes = torch.tensor(
+        [[0, 0, 0, 0, 0], [0, 0, 2, 0, 0.3], [0, 0, 0, 2, 0], [0, 0, 2, 2, 0], [0, 0, 0, 0, 1.0]], dtype=torch.float32
+    )
+    iou = rotated_iou_bev(boxes, boxes)
+    expected = torch.zeros(5, 5)
+    expected[3, 3] = 1.0
+    torch.testing.assert_close(iou, expected, atol=1e-6, rtol=0)
+    assert rotated_iou_bev(boxes[:0], boxes).shape == (0, 5)
+    assert rotated_iou_bev(boxes, boxes[:0]).shape == (5, 0)
+
+
+def greedy_reference(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> list[int]:
+    """Plain greedy NMS: stable descending score order, suppress when IoU > threshold."""
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    keep: list[int] = []
+    for i in order:
+        if all(shapely_iou(boxes[k], boxes[i]) <= threshold for k in keep):
+            keep.append(i)
+    return keep
+
+
+def clustered(rng: np.random.Generator, n: int, tied_scores: bool) -> tuple[np.ndarray, np.ndarray]:
+    centres = rng.uniform(-15, 15, (n // 8, 2))
+    member = rng.integers(0, len(centres), n)
+    boxes = np.concatenate(
+        (
+            centres[member] + rng.normal(0, 0.6, (n, 2)) * rng.choice((0.02, 1.0), (n, 1)),
+            rng.uniform(0.5, 5.0, (n, 2)),
+            rng.uniform(-math.pi, math.pi, (len(centres), 1))[member] + rng.normal(0, 0.3, (n, 1)),
+        ),
+        axis=1,
+    )
+    scores = rng.integers(0, 6, n) / 5.0 if tied_scores else rng.random(n)
+    return boxes, scores
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("tied_scores", (False, True))
+@pytest.mark.parametrize("threshold", (0.0, 0.1, 0.2, 0.5, 0.8))
+def test_nms_matches_greedy_reference(device: str, tied_scores: bool, threshold: float) -> None:
+    rng = np.random.default_rng(int(threshold * 10) + 100 * tied_scores)
+    boxes, scores = clustered(rng, 160, tied_scores)
+    ref = greedy_reference(boxes, scores, threshold)
+    for dtype in (torch.float64, torch.float32):
+        tb = torch.from_numpy(boxes).to(device, dtype)
+        ts = torch.from_numpy(scores).to(device, dtype)
+        # Reference on the same rounded geometry the module sees.
+        expected = ref if dtype == torch.float64 else greedy_reference(tb.double().cpu().numpy(), scores, threshold)
+        keep = nms_rotated_bev(tb, ts, threshold)
+        assert keep.dtype == torch.long and keep.device.type == device
+        assert keep.tolist() == expected
+    assert 1 < len(ref) < len(boxes)  # something is suppressed, something kept
+
+
+def test_nms_threshold_is_strict() -> None:
+    boxes = torch.tensor([[0, 0, 1, 1, 0.2], [0.4, 0.1, 1.2, 0.9, 0.5]], dtype=torch.float64)
+    scores = torch.tensor([0.9, 0.8])
+    iou = float(rotated_iou_bev(boxes[:1], boxes[1:]))
+    assert 0 < iou < 1
+    assert nms_rotated_bev(boxes, scores, iou).tolist() == [0, 1]
+    assert nms_rotated_bev(boxes, scores, math.nextafter(iou, 0.0)).tolist() == [0]
+
+
+def test_nms_order_ties_and_edge_cases() -> None:
+    boxes = torch.tensor([[0, 0, 1, 1, 0], [10, 0, 1, 1, 0], [20, 0, 1, 1, 0], [20.1, 0, 1, 1, 0]])
+    # Equal scores keep input order; box 3 overlaps box 2, which comes first.
+    assert nms_rotated_bev(boxes, torch.tensor([0.5, 0.7, 0.5, 0.5]), 0.2).tolist() == [1, 0, 2]
+    assert nms_rotated_bev(boxes, torch.tensor([0.5, 0.7, 0.5, 0.6]), 0.2).tolist() == [1, 3, 0]
+    # A negative threshold is exceeded by every IoU, including 0: only the best box survives.
+    assert nms_rotated_bev(boxes, torch.tensor([0.1, 0.2, 0.3, 0.4]), -0.1).tolist() == [3]
+    empty = nms_rotated_bev(boxes[:0], torch.zeros(0), 0.2)
+    assert empty.dtype == torch.long and empty.shape == (0,)
+
+
+def fixture_nms(case: str, columns: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.lib.npyio.NpzFile]:
+    """mmdet3d's per-class NMS (box3d_multiclass_nms) re-done with nms_rotated_bev."""
+    path = FIXTURES / case / "expected" / "nms_io.npz"
+    if not path.exists():
+        pytest.skip(f"fixture {path} not present")
+    data = np.load(path)
+    bboxes, scores = torch.from_numpy(data["in_bboxes"]), torch.from_numpy(data["in_scores"])
+    out_boxes, out_scores, out_labels = [], [], []
+    for k in range(scores.shape[1] - 1):  # the last column is the zero background score
+        mask = scores[:, k] > 0.05
+        keep = nms_rotated_bev(bboxes[mask][:, columns], scores[mask, k], 0.2)
+        out_boxes.append(bboxes[mask][keep])
+        out_scores.append(scores[mask, k][keep])
+        out_labels.append(torch.full((len(keep),), k, dtype=torch.long))
+    return torch.cat(out_boxes).numpy(), torch.cat(out_scores).numpy(), torch.cat(out_labels).numpy(), data
+
+
+@pytest.mark.parametrize("case", FIXTURE_CASES)
+def test_fixture_parity_with_mmdet3d(case: str) -> None:
+    boxes, scores, labels, data = fixture_nms(case, [0, 1, 3, 4, 6])
+    np.testing.assert_array_equal(labels, data["out_labels"])
+    np.testing.assert_array_equal(boxes, data["out_bboxes"])
+    np.testing.assert_array_equal(scores, data["out_scores"])
+    # The BEV boxes mmdet3d fed to NMS (x1, y1, x2, y2, yaw) are the same rectangles.
+    bev = data["in_bboxes_for_nms"]
+    np.testing.assert_allclose((bev[:, :2] + bev[:, 2:4]) / 2, data["in_bboxes"][:, :2], atol=1e-4)
+    np.testing.assert_allclose(bev[:, 2:4] - bev[:, :2], data["in_bboxes"][:, 3:5], atol=1e-4)
+
+
+@pytest.mark.parametrize("case", FIXTURE_CASES)
+def test_fixture_detects_swapped_extents(case: str) -> None:
+    boxes, _, labels, data = fixture_nms(case, [0, 1, 4, 3, 6])
+    same = boxes.shape == data["out_bboxes"].shape and np.array_equal(boxes, data["out_bboxes"])
+    assert not same, "feeding (x, y, dy, dx, yaw) should change which boxes survive"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device in this environment")
+def test_cuda_matches_cpu() -> None:
+    boxes, scores = clustered(np.random.default_rng(5), 2000, tied_scores=False)
+    tb, ts = torch.from_numpy(boxes).float(), torch.from_numpy(scores).float()
+    torch.testing.assert_close(rotated_iou_bev(tb.cuda(), tb.cuda()).cpu(), rotated_iou_bev(tb, tb), atol=1e-6, rtol=0)
+    assert nms_rotated_bev(tb.cuda(), ts.cuda(), 0.2).cpu().tolist() == nms_rotated_bev(tb, ts, 0.2).tolist()
+
+
+def test_benchmark_runs() -> None:
+    result = benchmark(sizes=(50,), repeats=1)
+    assert set(result) == {50} and result[50] > 0
