@@ -1,0 +1,1 @@
+"""Runtime tools around the model layer (benchmarks); no rclpy."""

@@ -1,0 +1,65 @@
+"""The frame benchmark: a tiny real run through the CLI, and its cloud generator (never asserts speed)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from regnet_pillars_ros.cli import main
+from regnet_pillars_ros.model import Detector
+from regnet_pillars_ros.runtime.bench import COMPOSITE_CLOUD, STAGES, make_cloud, percentiles, time_preset
+
+PRESET = "nus-secfpn"
+
+
+def test_tiny_bench_reports_every_field(tmp_path, capsys):
+    json_path = tmp_path / "out" / "bench.json"
+    code = main(["bench", "--preset", PRESET, "--device", "cpu", "--points", "3000", "--repeats", "2",
+                 "--warmup", "0", "--threads", "1", "--json", str(json_path)])
+    out = capsys.readouterr().out
+    assert code == 0
+    report = json.loads(json_path.read_text())
+    env = report["environment"]
+    assert env["torch_threads"] == 1 and env["cpu"] and env["device"] == "cpu"
+    assert {"torch", "numpy", "python", "cpu_count"} <= set(env)
+    assert report["cloud"]["points"] == 3000 and "seeded random weights" in report["weights_note"]
+    (result,) = report["results"]
+    assert result["preset"] == PRESET
+    for key, _ in STAGES:
+        stage = result["stages_ms"][key]
+        assert isinstance(stage["median"], float) and stage["median"] > 0
+        assert stage["p90"] >= stage["median"]
+        assert len(result["samples_ms"][key]) == 2
+    assert result["fps"] == pytest.approx(1000 / result["stages_ms"]["total"]["median"])
+    assert 0 < result["voxelize_share"] < 1 and 0 < result["nms_share"] < 1
+    assert result["frame"]["points_in"] == 3000 and result["frame"]["pillars"] > 0
+    assert result["memory_mib"]["cpu_peak_rss"] > 0
+    assert (tmp_path / "out" / "bench.md").read_text() in out  # the printed table is the written one
+    assert f"| {PRESET} | {result['frame']['points_in_range']} | {result['frame']['pillars']} |" in out
+
+
+@pytest.mark.parametrize("source", [COMPOSITE_CLOUD, None], ids=["real-composite", "synthetic"])
+def test_generated_cloud_is_deterministic_and_sized(source):
+    if source is not None and not source.is_file():
+        pytest.skip(f"{source} not found")
+    cloud, origin = make_cloud(100_000, seed=0, source=source)
+    again, _ = make_cloud(100_000, seed=0, source=source)
+    assert cloud.shape == (100_000, 5) and cloud.dtype == np.float32
+    np.testing.assert_array_equal(cloud, again)
+    assert np.isfinite(cloud).all()
+    assert 0 <= cloud[:, 4].min() and cloud[:, 4].max() >= 0.4  # several sweeps' time lags
+    assert ("synthetic" in origin) == (source is None) and "100000" in origin
+    assert len(np.unique(cloud[:, :2], axis=0)) > 0.99 * len(cloud)  # tiled copies are jittered, not repeated
+
+
+def test_a_cloud_outside_the_range_is_refused():
+    detector = Detector.from_preset(PRESET)
+    far = np.full((100, 5), 500.0, np.float32)
+    with pytest.raises(ValueError, match="no points inside"):
+        time_preset(detector, far, repeats=1, warmup=0)
+
+
+def test_percentiles_of_known_samples():
+    assert percentiles([float(v) for v in range(1, 11)]) == {"median": 5.5, "p90": pytest.approx(9.1)}
+    assert percentiles([12.5]) == {"median": 12.5, "p90": 12.5}
