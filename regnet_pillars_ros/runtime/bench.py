@@ -11,7 +11,6 @@ import math
 import os
 import platform
 import resource
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 
 from ..model import Detector
+from ..model.detector import resolve_device
 from ..pointfiles import read_points
 
 REALDATA = Path(__file__).resolve().parents[2].parent / "shared" / "realdata"
@@ -62,6 +62,7 @@ class PresetResult:
     voxelize_share: float  # preprocess median / total median
     nms_share: float  # postprocess median / total median
     frame: dict[str, int]  # points in, in range, pillars, overflow, detections
+    # cpu_peak_rss: process peak so far (grows over the presets of one run); gpu_max_allocated: this preset
     memory_mib: dict[str, float]
     box_convention: str
     weights: str
@@ -184,17 +185,16 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
         torch.set_num_threads(config.threads)
     if config.checkpoint is not None and len(config.presets) != 1:
         raise ValueError(f"a checkpoint fits one preset; got {len(config.presets)} presets")
+    device = resolve_device(config.device)
     if config.cloud is not None:
         cloud, origin = read_points(config.cloud), f"{config.cloud} (as given)"
     else:
         cloud, origin = make_cloud(config.num_points, config.seed)
     results = []
-    device = None
     for name in config.presets:
         detector = Detector.from_preset(name, config.checkpoint, device=config.device)
         if config.score_threshold is not None:
             detector.score_threshold = config.score_threshold
-        device = detector.device
         results.append(time_preset(detector, cloud, config.repeats, config.warmup))
     note = (
         "seeded random weights: the network stages take the same time with any weights, but decode+NMS "
@@ -209,7 +209,6 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
         "cloud": {"source": origin, "points": int(cloud.shape[0])},
         "weights_note": note,
         "results": [asdict(r) for r in results],
-        "command": " ".join(sys.argv),
     }
 
 
