@@ -1,0 +1,103 @@
+"""Fixtures shared by the tests that use ROS 2 (real rclpy over Fast DDS).
+
+At import, before any test module can import rclpy, this sets for the session and its children:
+- ROS_DOMAIN_ID: a random id in 100..200, so concurrent test runs on one host stay apart;
+- ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST: discovery never leaves the host;
+- FASTDDS_DEFAULT_PROFILES_FILE: config/fastdds_profile.xml (32 MB shared-memory segments).
+Fixtures: `ros_context` (an initialised rclpy Context for in-process nodes) and `python_process`
+(start more Python processes of this venv that inherit this environment; always cleaned up).
+Killed ROS processes may leave /dev/shm/fastdds_* files behind; they are harmless and left alone,
+since other runs on the host may own them.
+"""
+import os
+import queue
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+FASTDDS_PROFILE = REPO / "config" / "fastdds_profile.xml"
+
+os.environ["ROS_DOMAIN_ID"] = str(random.SystemRandom().randint(100, 200))
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(FASTDDS_PROFILE)
+
+
+class PythonProcess:
+    """A child `python ARGS...` of this venv; its stdout lines arrive on a queue, stderr in a file."""
+
+    def __init__(self, *args: str, cwd: Path = REPO) -> None:
+        self._stderr = tempfile.TemporaryFile(mode="w+")
+        # The child inherits os.environ, including the ROS wheels' bootstrap variables
+        # (_ROS_WHEELS_BOOTSTRAP_COMPLETE, LD_LIBRARY_PATH): keep them together.
+        self.proc = subprocess.Popen([sys.executable, *args], cwd=cwd, text=True,
+                                     stdout=subprocess.PIPE, stderr=self._stderr)
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        for line in self.proc.stdout:
+            self._lines.put(line.rstrip("\n"))
+        self._lines.put(None)
+
+    def readline(self, timeout: float) -> str | None:
+        """Next stdout line, or None if none came within `timeout` s (or the child has ended)."""
+        try:
+            line = self._lines.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if line is None:  # end of output: keep the marker for later calls
+            self._lines.put(None)
+        return line
+
+    def report(self) -> str:
+        """Exit code and stderr, for assertion messages."""
+        return f"child exit code {self.proc.poll()}, stderr:\n{self.stderr()}"
+
+    def stderr(self) -> str:
+        """What the child wrote to stderr so far (last 4000 characters)."""
+        self._stderr.seek(0)
+        return self._stderr.read()[-4000:]
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Terminate (then kill) the child if it still runs, and release its files."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc.stdout.close()
+        self._stderr.close()
+
+
+@pytest.fixture
+def python_process() -> Iterator[Callable[..., PythonProcess]]:
+    """Factory `python_process(*args, cwd=REPO)`; every child is stopped at teardown."""
+    children: list[PythonProcess] = []
+
+    def start(*args: str, cwd: Path = REPO) -> PythonProcess:
+        children.append(PythonProcess(*args, cwd=cwd))
+        return children[-1]
+
+    yield start
+    for child in children:
+        child.stop()
+
+
+@pytest.fixture
+def ros_context():
+    """An initialised `rclpy.Context` of its own, shut down after the test."""
+    import rclpy  # here, not at module level: tests without ROS keep rclpy unimported
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    yield context
+    context.try_shutdown()
