@@ -2,9 +2,9 @@
 advertises them in the ROS graph, equal upstream's.
 
 Where the expected values come from:
-- Detection3DArray, Detection3D and tf2_msgs/TFMessage: values published by independent
-  third-party code that talks to stock ROS 2 (vision_msgs 4.1.1 and tf2_msgs from the ROS
-  distribution packages); they agree with the value the project notes give (RIHS01_793f5eab...).
+- Detection3DArray, Detection3D and tf2_msgs/TFMessage: hard-coded in independent third-party
+  ROS 2 client code (an Elixir and a C++ CDR implementation) that talks to stock ROS 2 nodes;
+  Detection3DArray agrees with the project notes (RIHS01_793f5eab...).
 - The other vision_msgs types: no published values were found. They were computed with
   `rosidl hash` (rosidl 4.9.5) from the unmodified upstream .msg files of
   ros-perception/vision_msgs tag 4.1.1 (commit e77fa2d), and so pin our .msg files to
