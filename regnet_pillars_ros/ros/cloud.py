@@ -56,6 +56,8 @@ def _point_dtype(msg: Any, names: Sequence[str]) -> np.dtype:
 
 
 def _check_size(msg: Any, nbytes: int) -> None:
+    if msg.width * msg.height == 0 and nbytes:
+        raise CloudError(f"cloud of {msg.width}x{msg.height} points carries {nbytes} bytes")
     if msg.width and msg.height and msg.point_step <= 0:
         raise CloudError(f"point_step {msg.point_step} for a cloud of {msg.width}x{msg.height}")
     if msg.row_step < msg.width * msg.point_step:

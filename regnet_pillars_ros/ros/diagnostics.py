@@ -1,0 +1,53 @@
+"""Frame counters of the node and their /diagnostics report."""
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+# Counters that make the status WARN when they grew since the last report, and what they mean.
+WARN_WHEN_GROWING = {
+    "frames_dropped": "frames dropped (inference slower than the sensor)",
+    "clouds_bad": "bad clouds",
+    "frames_failed": "frames failed",
+    "tf_failures": "target_frame transform failures",
+    "ego_motion_missing": "ego motion missing (sweeps not compensated)",
+    "pillar_overflow_frames": "pillar overflow",
+    "over_budget": "processing time over budget",
+}
+
+
+class Health:
+    """Thread-safe counters and last values; ``report`` compares with the previous report."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+        self._reported: Counter[str] = Counter()
+        self._values: dict[str, str] = {}
+
+    def count(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self._counts[name] += n
+
+    def set(self, **values: object) -> None:
+        with self._lock:
+            self._values.update({k: str(v) for k, v in values.items()})
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+    def report(self, name: str, hardware_id: str) -> DiagnosticArray:
+        """One DiagnosticStatus: WARN naming what grew since the last report, else OK."""
+        with self._lock:
+            grown = [text for key, text in WARN_WHEN_GROWING.items()
+                     if self._counts[key] > self._reported[key]]
+            self._reported = Counter(self._counts)
+            values = {**{k: str(v) for k, v in sorted(self._counts.items())}, **self._values}
+        status = DiagnosticStatus(
+            level=DiagnosticStatus.WARN if grown else DiagnosticStatus.OK, name=name,
+            hardware_id=hardware_id, message="; ".join(grown) if grown else "ok",
+            values=[KeyValue(key=k, value=v) for k, v in values.items()])
+        return DiagnosticArray(status=[status])

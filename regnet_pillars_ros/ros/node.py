@@ -1,0 +1,384 @@
+"""detector_node: PointCloud2 in, Detection3DArray + RViz markers out.
+
+The executor only hands clouds to a latest-only slot; one inference thread takes the newest
+cloud, stacks past sweeps, runs the detector and publishes. Model swaps load in the parameter
+callback (its own thread) while the inference thread keeps serving the old model.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from nav_msgs.msg import Odometry
+from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
+                                SetParametersResult)
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import PointCloud2
+from std_msgs.msg import Float64, Header
+from tf2_msgs.msg import TFMessage
+from vision_msgs.msg import Detection3DArray, LabelInfo
+from visualization_msgs.msg import MarkerArray
+
+from ..model import Detections, Detector
+from ..pipeline.selection import class_thresholds, select
+from ..pipeline.sweeps import SweepAccumulator
+from ..pipeline.transforms import (ExtrapolationError, Transform, TransformBuffer,
+                                   TransformError, transform_boxes)
+from . import params as P
+from .cloud import CloudError, read_points
+from .diagnostics import Health
+from .latest import LatestSlot
+from .markers import MarkerOptions, detection_markers
+from .messages import detection_array, label_info, velocity_cloud
+
+STAGES = ("preprocess", "inference", "postprocess", "total")
+RELIABLE = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+MODEL_BOX_BOUND = 100_000  # above any preset's nms_pre x classes
+TF_WAIT_S = 0.2  # how long a cloud may wait for the /tf message of its own stamp
+
+
+@dataclass(frozen=True)
+class Model:
+    """The serving model; replaced as a whole, so a frame sees one consistent model."""
+
+    detector: Detector
+    preset: str
+    checkpoint: str
+
+
+def stamp_ns(stamp) -> int:
+    return stamp.sec * 1_000_000_000 + stamp.nanosec
+
+
+def _descriptor(spec: P.Param) -> ParameterDescriptor:
+    text = spec.description + (f" ({'|'.join(spec.choices)})" if spec.choices else "")
+    d = ParameterDescriptor(description=text, read_only=spec.read_only)
+    if spec.range is not None and isinstance(spec.default, int):
+        d.integer_range = [IntegerRange(from_value=int(spec.range[0]),
+                                        to_value=int(spec.range[1]), step=1)]
+    elif spec.range is not None:
+        d.floating_point_range = [FloatingPointRange(from_value=float(spec.range[0]),
+                                                     to_value=float(spec.range[1]))]
+    return d
+
+
+class DetectorNode(Node):
+    def __init__(self, **kwargs) -> None:
+        super().__init__("detector_node", **kwargs)
+        for spec in P.PARAMS:
+            default = spec.default if spec.default != [] else Parameter.Type.STRING_ARRAY
+            self.declare_parameter(spec.name, default, _descriptor(spec))
+        for spec in P.PARAMS:  # YAML values bypass the callback: check them once here
+            P.validate(spec.name, self._param(spec.name))
+        self.health = Health()
+        self._serve(self._load(self._param("preset"), self._param("checkpoint")))
+        self._live: dict = {}
+        self._apply_live({s.name: self._param(s.name) for s in P.PARAMS if not s.read_only},
+                         self._model.detector.preset.class_names)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+        self._tf = TransformBuffer(tolerance_s=self._param("tf_tolerance_s"))
+        self._tf_cond = threading.Condition()
+        num = self._param("num_sweeps")
+        self._sweeps = SweepAccumulator(
+            self._model.detector.preset.sweeps_num if num < 0 else num,
+            self._param("missing_ego_motion"), self._param("sweep_max_age_s") or None)
+        self._slot: LatestSlot[PointCloud2] = LatestSlot()
+
+        self._pub_objects = self.create_publisher(Detection3DArray, "~/output/objects", RELIABLE)
+        self._pub_markers = self.create_publisher(MarkerArray, "~/output/markers", RELIABLE)
+        self._pub_labels = self.create_publisher(LabelInfo, "~/output/label_info", LATCHED)
+        self._pub_velocity = self.create_publisher(PointCloud2, "~/output/velocities", RELIABLE)
+        self._pub_timing = {s: self.create_publisher(
+            Float64, f"~/debug/processing_time/{s}_ms", 1) for s in STAGES}
+        self._pub_latency = self.create_publisher(Float64, "~/debug/pipeline_latency_ms", 1)
+        self._pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+
+        self.create_subscription(PointCloud2, "~/input/pointcloud", self._on_cloud,
+                                 qos_profile_sensor_data,
+                                 callback_group=MutuallyExclusiveCallbackGroup())
+        self._subscribe_ego_motion(MutuallyExclusiveCallbackGroup())
+        self.create_timer(1.0, self._publish_diagnostics,
+                          callback_group=MutuallyExclusiveCallbackGroup())
+        self._publish_label_info()
+        self._running = True
+        self._worker = threading.Thread(target=self._work, name="inference", daemon=True)
+        self._worker.start()
+
+    # -- parameters and models ------------------------------------------------------------
+
+    def _param(self, name: str):
+        value = self.get_parameter(name).value
+        return [] if value is None and P.PARAMS_BY_NAME[name].default == [] else value
+
+    def _load(self, preset: str, checkpoint: str) -> Model:
+        """Build, load and warm a model; raises with the reason (CheckpointError, ValueError)."""
+        t0 = time.perf_counter()
+        detector = Detector.from_preset(preset, checkpoint=checkpoint or None,
+                                        device=self._param("device"),
+                                        box_convention=self._param("box_convention"))
+        detector.warmup()
+        self.get_logger().info(
+            f"model ready: {preset} ({detector.source}), box convention "
+            f"{detector.box_convention}, device {detector.device}, "
+            f"{(time.perf_counter() - t0):.1f} s to load and warm")
+        return Model(detector, preset, checkpoint)
+
+    def _serve(self, model: Model) -> None:
+        """Make ``model`` the one the next frame uses (one reference assignment)."""
+        self._model = model
+        d = model.detector
+        self.health.set(preset=model.preset, checkpoint=d.source,
+                        box_convention=d.box_convention, device=d.device)
+
+    def _apply_live(self, values: dict, class_names: tuple[str, ...]) -> None:
+        """Parse live parameters into what the inference thread reads (one dict swap)."""
+        live = {**self._live, **values}
+        thresholds = P.parse_class_thresholds(live["class_score_thresholds"])
+        unknown = sorted(set(thresholds) - set(class_names))
+        if unknown and "class_score_thresholds" in values:
+            raise ValueError(f"class_score_thresholds: {', '.join(unknown)} not a class of "
+                             f"the model (classes: {', '.join(class_names)})")
+        live["_thresholds"] = thresholds
+        live["_markers"] = MarkerOptions(
+            show_labels=live["markers.show_labels"], show_heading=live["markers.show_heading"],
+            show_velocity=live["markers.show_velocity"], line_width=live["markers.line_width"],
+            colors=P.parse_class_colors(live["markers.class_colors"]))
+        self._live = live
+
+    def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        values = {p.name: ([] if p.value is None else p.value) for p in params}
+        try:
+            for name, value in values.items():
+                P.validate(name, value)
+            model = self._model
+            if {"preset", "checkpoint"} & values.keys():
+                preset = values.get("preset", model.preset)
+                checkpoint = values.get("checkpoint", model.checkpoint)
+                try:
+                    model = self._load(preset, checkpoint)
+                except Exception as exc:  # any load failure leaves the old model serving
+                    raise ValueError(f"model not loaded ({type(exc).__name__}: {exc}); "
+                                     f"still serving {self._model.preset}") from exc
+            live = {k: v for k, v in values.items() if not P.PARAMS_BY_NAME[k].read_only}
+            self._apply_live(live, model.detector.preset.class_names)
+        except ValueError as exc:
+            self.get_logger().warning(f"parameter change rejected: {exc}")
+            return SetParametersResult(successful=False, reason=str(exc))
+        if model is not self._model:
+            self._serve(model)
+            self._publish_label_info()
+            self.health.count("model_swaps")
+        return SetParametersResult(successful=True)
+
+    def _publish_label_info(self) -> None:
+        header = Header(stamp=self.get_clock().now().to_msg())
+        self._pub_labels.publish(label_info(self._model.detector.preset.class_names, header,
+                                            self._live["score_threshold"]))
+
+    # -- inputs -----------------------------------------------------------------------------
+
+    def _on_cloud(self, msg: PointCloud2) -> None:
+        self.health.count("frames_received")
+        if self._slot.put(msg):
+            self.health.count("frames_dropped")
+
+    def _subscribe_ego_motion(self, group) -> None:
+        source = self._param("ego_motion_source")
+        static_qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
+                                durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.create_subscription(TFMessage, "/tf_static", lambda m: self._on_tf(m, True),
+                                 static_qos, callback_group=group)
+        if source == "tf":
+            self.create_subscription(TFMessage, "/tf", lambda m: self._on_tf(m, False),
+                                     QoSProfile(depth=100), callback_group=group)
+        elif source == "odometry":
+            self.create_subscription(Odometry, "~/input/odometry", self._on_odometry,
+                                     QoSProfile(depth=100), callback_group=group)
+
+    def _store_transform(self, parent: str, child: str, stamp, t, q, static: bool) -> None:
+        try:
+            value = Transform.from_xyz_quat((t.x, t.y, t.z), (q.x, q.y, q.z, q.w))
+            with self._tf_cond:
+                self._tf.set_transform(parent, child, stamp_ns(stamp), value, static)
+                self._tf_cond.notify_all()
+        except ValueError as exc:
+            self.get_logger().warning(f"ignored transform {parent} -> {child}: {exc}",
+                                      throttle_duration_sec=5.0)
+
+    def _on_tf(self, msg: TFMessage, static: bool) -> None:
+        for t in msg.transforms:
+            self._store_transform(t.header.frame_id, t.child_frame_id, t.header.stamp,
+                                  t.transform.translation, t.transform.rotation, static)
+
+    def _on_odometry(self, msg: Odometry) -> None:
+        pose = msg.pose.pose
+        self._store_transform(msg.header.frame_id, msg.child_frame_id, msg.header.stamp,
+                              pose.position, pose.orientation, False)
+
+    def _lookup(self, target: str, source: str, stamp: int) -> Transform:
+        """T_target_source at ``stamp``, waiting briefly for /tf to catch up with the cloud."""
+        deadline = time.monotonic() + TF_WAIT_S
+        with self._tf_cond:
+            while True:
+                try:
+                    return self._tf.lookup(target, source, stamp)
+                except ExtrapolationError:  # unknown frames fail at once, late /tf waits
+                    if not self._tf_cond.wait(max(0.0, deadline - time.monotonic())):
+                        raise
+
+    # -- the inference thread ---------------------------------------------------------------
+
+    def _work(self) -> None:
+        while self._running:
+            msg = self._slot.take(timeout=0.5)
+            if msg is None:
+                continue
+            try:
+                self._process(msg)
+            except CloudError as exc:
+                self.health.count("clouds_bad")
+                self.health.set(last_bad_cloud=str(exc))
+                self.get_logger().warning(f"bad cloud skipped: {exc}", throttle_duration_sec=5.0)
+            except Exception as exc:  # a frame may fail; the node must not
+                self.health.count("frames_failed")
+                self.health.set(last_failure=f"{type(exc).__name__}: {exc}")
+                self.get_logger().error(f"frame failed: {type(exc).__name__}: {exc}",
+                                        throttle_duration_sec=5.0)
+
+    def _ego_pose(self, frame: str, stamp: int) -> Transform | None:
+        if self._param("ego_motion_source") == "none":
+            return None
+        try:
+            return self._lookup(self._param("sweep_frame"), frame, stamp)
+        except TransformError as exc:
+            self.health.set(last_ego_motion_error=str(exc))
+            self.get_logger().warning(f"no ego motion for the cloud: {exc}",
+                                      throttle_duration_sec=5.0)
+            return None
+
+    def _process(self, msg: PointCloud2) -> None:
+        xyz = read_points(msg)  # intensity is not a model input (MODEL_SPEC b)
+        if xyz.shape[0] == 0:
+            self.health.count("clouds_empty")
+        stamp = stamp_ns(msg.header.stamp)
+        stacked = self._sweeps.add(xyz, stamp, self._ego_pose(msg.header.frame_id, stamp))
+        if stacked.ego_motion_missing:
+            self.health.count("ego_motion_missing")
+        model, live = self._model, self._live
+        detector = model.detector
+        thresholds = class_thresholds(detector.preset.class_names, live["score_threshold"],
+                                      live["_thresholds"])
+        # The model caps its boxes by score over all classes; with per-class thresholds the
+        # cap must come after them, so the model's cap is lifted to its candidate bound.
+        detector.score_threshold = float(thresholds.min())
+        detector.max_detections = (MODEL_BOX_BOUND if live["_thresholds"]
+                                   else live["max_detections"])
+        dets = select(detector(stacked.points), thresholds, live["max_detections"])
+        header = msg.header
+        target = self._param("target_frame")
+        if target:
+            try:
+                motion = self._lookup(target, header.frame_id, stamp)
+            except TransformError as exc:
+                self.health.count("tf_failures")
+                self.get_logger().warning(f"frame dropped, no transform to {target}: {exc}",
+                                          throttle_duration_sec=5.0)
+                return
+            dets = dataclasses.replace(dets, boxes=transform_boxes(dets.boxes, motion))
+            header = Header(stamp=header.stamp, frame_id=target)
+        self._count(dets, stacked.sweeps)  # before publishing: a reader of the output
+        self._publish(dets, header, live)  # then sees the frame in the counters
+        self._publish_timing(dets, stamp)
+
+    def _publish(self, dets: Detections, header: Header, live: dict) -> None:
+        self._pub_objects.publish(detection_array(dets, header, live["class_id_format"]))
+        self._pub_markers.publish(detection_markers(dets, header, live["_markers"]))
+        if dets.has_velocity:
+            self._pub_velocity.publish(velocity_cloud(dets, header))
+
+    def _count(self, dets: Detections, sweeps: int) -> None:
+        h = self.health
+        h.count("frames_processed")
+        h.count("points_nonfinite", dets.stats.get("points_nonfinite", 0))
+        if dets.stats.get("pillar_overflow", 0):
+            h.count("pillar_overflow_frames")
+        total = dets.timings_ms.get("total", 0.0)
+        if total > self._live["processing_budget_ms"]:
+            h.count("over_budget")
+        h.set(last_sweeps=sweeps, last_boxes=len(dets), last_total_ms=f"{total:.1f}",
+              last_pillars=dets.stats.get("pillars", 0))
+
+    def _publish_timing(self, dets: Detections, stamp: int) -> None:
+        for stage in STAGES:
+            self._pub_timing[stage].publish(Float64(data=float(dets.timings_ms.get(stage, 0.0))))
+        latency = (self.get_clock().now().nanoseconds - stamp) * 1e-6
+        self._pub_latency.publish(Float64(data=latency))
+        self.health.set(last_pipeline_latency_ms=f"{latency:.1f}")
+
+    def _publish_diagnostics(self) -> None:
+        report = self.health.report(f"{self.get_name()}: detector", self._model.preset)
+        report.header.stamp = self.get_clock().now().to_msg()
+        self._pub_diag.publish(report)
+
+    def destroy_node(self) -> None:
+        self._running = False
+        self._slot.close()
+        self._worker.join(timeout=30)
+        super().destroy_node()
+
+
+def ros_arguments(argv: list[str]) -> list[str]:
+    """``detector_node [--preset NAME] [--params-file F ...] [ROS args]`` -> rclpy args, with
+    the same YAML files the launch file uses (common + preset)."""
+    from .launch_config import params_files
+
+    parser = argparse.ArgumentParser(prog="detector_node", add_help=True)
+    parser.add_argument("--preset", help="preset YAML to load after config/common.yaml")
+    parser.add_argument("--params-file", action="append", default=[],
+                        help="extra ROS parameter YAML (repeatable)")
+    args, rest = parser.parse_known_args(argv)
+    files = params_files(args.preset) if args.preset else []
+    ros = [a for f in files + args.params_file for a in ("--params-file", str(f))]
+    if "--ros-args" in rest:
+        i = rest.index("--ros-args")
+        return rest[:i] + ["--ros-args", *ros, *rest[i + 1:]]
+    return rest + (["--ros-args", *ros] if ros else [])
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = ros_arguments(sys.argv[1:] if argv is None else argv)
+    rclpy.init(args=args)
+    node = None
+    try:
+        try:
+            node = DetectorNode()
+        except ValueError as exc:  # bad parameter or model: say why, no traceback
+            print(f"detector_node: {exc}", file=sys.stderr)
+            return 1
+        executor = MultiThreadedExecutor(num_threads=4)
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,220 @@
+"""Test-side helpers for detector_node: start it in another process, talk to it over DDS.
+
+The probe is a real rclpy node in the test process: it publishes clouds and /tf, collects what
+the detector publishes, and sets its parameters through the parameter service.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import rclpy
+import rclpy.time
+import torch
+import yaml
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.srv import SetParameters, SetParametersAtomically
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import PointCloud2
+from std_msgs.msg import Header
+from tf2_msgs.msg import TFMessage
+from vision_msgs.msg import Detection3DArray, LabelInfo
+from visualization_msgs.msg import MarkerArray
+
+from regnet_pillars_ros.model import get_preset
+from regnet_pillars_ros.model.checkpoint import random_state_dict, write_checkpoint
+from regnet_pillars_ros.model.network import PointPillarsNet
+from regnet_pillars_ros.ros.cloud import to_msg
+
+NODE = "/detector_node"
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+WAIT_S = 120.0  # bound on any wait; generous because the CI machine has 2 shared cores
+
+
+def flat_scores_checkpoint(path: Path, preset_name: str, scores: dict[str, float]) -> Path:
+    """A checkpoint whose head ignores its input: every anchor scores ``scores[class]`` (zero
+    classifier weights, bias = logit(score)) and decodes to the anchor itself (zero box and
+    direction convolutions). Tests then know each class's score and every box's shape."""
+    preset = get_preset(preset_name)
+    state = random_state_dict(PointPillarsNet(preset), seed=1)
+    for key in [k for k in state if ".conv_" in k and "bbox_head" in k]:
+        state[key].zero_()
+    (bias,) = [v for k, v in state.items() if k.endswith("conv_cls.bias")]
+    logits = torch.tensor([np.log(s / (1 - s)) for s in
+                           (scores[name] for name in preset.class_names)], dtype=bias.dtype)
+    bias.copy_(logits.repeat(bias.numel() // len(logits)))  # channel = anchor * K + class
+    return write_checkpoint(path, state, preset, "v1")
+
+
+class NodeProcess:
+    """``python -m regnet_pillars_ros.ros.node ...`` in its own process, output in a log file."""
+
+    def __init__(self, args: list[str], log: Path) -> None:
+        self.log = log
+        self._log_file = open(log, "w")
+        self.proc = subprocess.Popen([sys.executable, *args], stdout=self._log_file,
+                                     stderr=subprocess.STDOUT)
+
+    def check(self) -> None:
+        """Fail with the node's log when the process has ended."""
+        if self.proc.poll() is not None:
+            raise AssertionError(f"detector_node exited with {self.proc.returncode}:\n"
+                                 f"{self.log.read_text()[-4000:]}")
+
+    def rss_anon_kib(self) -> int:
+        """Private resident memory (excludes the DDS shared-memory segments)."""
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        return int(next(line.split()[1] for line in status.splitlines()
+                        if line.startswith("RssAnon:")))
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()  # rclpy shuts down cleanly on SIGTERM
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log_file.close()
+
+
+def node_args(tmp: Path, preset: str, **params) -> list[str]:
+    """Arguments of ``python -m regnet_pillars_ros.ros.node``: the preset's YAML files plus
+    ``params`` as one more YAML file."""
+    extra = tmp / "test_params.yaml"
+    extra.write_text(yaml.safe_dump({"/**": {"ros__parameters": params}}))
+    return ["-m", "regnet_pillars_ros.ros.node", "--preset", preset, "--params-file", str(extra)]
+
+
+def scene(n: int = 2000, seed: int = 0) -> np.ndarray:
+    """float32 [n, 3]: a ground plane with a few car-sized blobs, inside every preset's range."""
+    rng = np.random.default_rng(seed)
+    ground = np.c_[rng.uniform(-40, 40, (n // 2, 2)), np.full(n // 2, -1.8)]
+    centres = rng.uniform(-30, 30, (5, 2))
+    blobs = np.c_[centres.repeat(n // 10, 0) + rng.normal(0, 1.0, (n // 2, 2)),
+                  rng.uniform(-1.8, -0.3, n // 2)]
+    return np.vstack([ground, blobs]).astype(np.float32)
+
+
+def stamp_of(ns: int):
+    return Header(stamp=rclpy.time.Time(nanoseconds=ns).to_msg()).stamp
+
+
+class Probe:
+    """Publishes to and collects from detector_node; every wait is bounded by WAIT_S."""
+
+    def __init__(self, context, watch: Callable[[], None] = lambda: None) -> None:
+        self.watch = watch  # raises when the node under test has died
+        self.node = rclpy.create_node("detector_probe", context=context)
+        n = self.node
+        self.cloud_pub = n.create_publisher(PointCloud2, f"{NODE}/input/pointcloud",
+                                            qos_profile_sensor_data)
+        self.tf_pub = n.create_publisher(TFMessage, "/tf", 100)
+        self.tf_static_pub = n.create_publisher(TFMessage, "/tf_static", LATCHED)
+        self.objects: list[Detection3DArray] = []
+        self.markers: list[MarkerArray] = []
+        self.labels: list[LabelInfo] = []
+        self.velocities: list[PointCloud2] = []
+        self.diagnostics: list[DiagnosticArray] = []
+        self._lock = threading.Lock()
+        reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        for kind, topic, store, qos in (
+                (Detection3DArray, f"{NODE}/output/objects", self.objects, reliable),
+                (MarkerArray, f"{NODE}/output/markers", self.markers, reliable),
+                (LabelInfo, f"{NODE}/output/label_info", self.labels, LATCHED),
+                (PointCloud2, f"{NODE}/output/velocities", self.velocities, reliable),
+                (DiagnosticArray, "/diagnostics", self.diagnostics, reliable)):
+            n.create_subscription(kind, topic, self._collector(store), qos)
+        self._set = n.create_client(SetParameters, f"{NODE}/set_parameters")
+        self._set_atomic = n.create_client(SetParametersAtomically,
+                                           f"{NODE}/set_parameters_atomically")
+        self.executor = SingleThreadedExecutor(context=context)
+        self.executor.add_node(n)
+        self._spinner = threading.Thread(target=self.executor.spin, daemon=True)
+        self._spinner.start()
+
+    def _collector(self, store: list) -> Callable:
+        def collect(msg):
+            with self._lock:
+                store.append(msg)
+        return collect
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+
+    def wait(self, predicate: Callable[[], object], what: str, timeout: float = WAIT_S):
+        """Poll ``predicate`` until it returns something truthy; fail naming ``what``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.watch()
+            with self._lock:
+                value = predicate()
+            if value:
+                return value
+            time.sleep(0.02)
+        raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+    def publish_cloud(self, xyz_or_structured: np.ndarray, stamp_ns: int,
+                      frame: str = "lidar") -> Header:
+        header = Header(stamp=stamp_of(stamp_ns), frame_id=frame)
+        self.cloud_pub.publish(to_msg(header, xyz_or_structured))
+        return header
+
+    def publish_raw(self, msg: PointCloud2) -> None:
+        self.cloud_pub.publish(msg)
+
+    def result_for(self, stamp_ns: int, timeout: float = WAIT_S) -> Detection3DArray:
+        def match():
+            return next((m for m in self.objects if stamp_ns_of(m.header.stamp) == stamp_ns),
+                        None)
+        return self.wait(match, f"detections of the cloud stamped {stamp_ns}", timeout)
+
+    def detect(self, xyz: np.ndarray, stamp_ns: int, frame: str = "lidar") -> Detection3DArray:
+        self.publish_cloud(xyz, stamp_ns, frame)
+        return self.result_for(stamp_ns)
+
+    def fresh_counters(self) -> dict[str, str]:
+        """Diagnostics values from a report made after this call."""
+        now = self.node.get_clock().now().nanoseconds
+
+        def fresh():
+            if self.diagnostics and stamp_ns_of(self.diagnostics[-1].header.stamp) > now:
+                return {kv.key: kv.value for kv in self.diagnostics[-1].status[0].values}
+            return None
+        return self.wait(fresh, "a diagnostics report")
+
+    def wait_counter(self, name: str, at_least: int) -> dict[str, str]:
+        """Diagnostics values once counter ``name`` reached ``at_least``."""
+        def reached():
+            if not self.diagnostics:
+                return None
+            values = {kv.key: kv.value for kv in self.diagnostics[-1].status[0].values}
+            return values if int(values.get(name, 0)) >= at_least else None
+        return self.wait(reached, f"diagnostics counter {name} >= {at_least}")
+
+    def set_parameters(self, atomically: bool = False, **values):
+        """SetParametersResult list (or one result when atomically), like ``ros2 param set``."""
+        client = self._set_atomic if atomically else self._set
+        assert client.wait_for_service(timeout_sec=WAIT_S), "parameter service not available"
+        request = client.srv_type.Request(parameters=[
+            Parameter(name.replace("__", "."), value=value).to_parameter_msg()
+            for name, value in values.items()])
+        future = client.call_async(request)
+        self.wait(future.done, f"the answer to setting {sorted(values)}")
+        response = future.result()
+        return response.result if atomically else response.results
+
+
+def stamp_ns_of(stamp) -> int:
+    return stamp.sec * 1_000_000_000 + stamp.nanosec
+
+
