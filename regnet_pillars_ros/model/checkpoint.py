@@ -134,8 +134,8 @@ def load_into(model: nn.Module, ckpt: Checkpoint, preset: Preset) -> None:
 def random_state_dict(model: nn.Module, seed: int, cls_bias: float = 0.0) -> "OrderedDict[str, torch.Tensor]":
     """Seeded random weights with non-trivial BatchNorm statistics, deterministic per seed.
 
-    `cls_bias` is added to the classification biases (a negative value keeps random models
-    from scoring every anchor above the threshold).
+    `cls_bias` is added to the classification biases (negative values keep random weights from
+    scoring every anchor above the threshold).
     """
     gen = torch.Generator().manual_seed(seed)
     values: dict[str, torch.Tensor] = {}

@@ -10,19 +10,17 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .checkpoint import CONVENTIONS, box_convention_of, load_into, random_state_dict, read_checkpoint
+from .checkpoint import CONVENTIONS, box_convention_of, load_into, read_checkpoint
 from .detections import Detections
 from .head import level_anchors
 from .network import PointPillarsNet
+from .placeholder import placeholder_weights
 from .postprocess import PostprocessConfig, postprocess, select_candidates
 from .presets import Preset, get_preset
 from .voxelize import Pillars, voxelize
 
 log = logging.getLogger(__name__)
 
-RANDOM_WEIGHTS_SEED = 0
-# Keeps seeded random weights from scoring every anchor above the threshold.
-RANDOM_WEIGHTS_CLS_BIAS = -6.0
 
 
 def as_model_points(points: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -97,8 +95,8 @@ class Detector:
         torch_device = resolve_device(device)
         net = PointPillarsNet(preset)
         if checkpoint is None or str(checkpoint) == "":
-            net.load_state_dict(random_state_dict(net, RANDOM_WEIGHTS_SEED, RANDOM_WEIGHTS_CLS_BIAS))
-            convention, source = "v1", f"seeded random weights (seed {RANDOM_WEIGHTS_SEED}; detections are meaningless)"
+            placeholder_weights(net, preset, preset.test_cfg.score_thr)
+            convention, source = "v1", "seeded random placeholder weights (detections are meaningless)"
             log.warning("preset %s: no checkpoint given, using %s", name, source)
         else:
             ckpt = read_checkpoint(checkpoint, verify_sha256=verify_sha256)
