@@ -16,7 +16,6 @@ import numpy as np
 
 from .model import PRESET_NAMES, Detections, Detector, get_preset
 from .model.checkpoint import CONVENTIONS, random_state_dict, write_checkpoint
-from .model.detector import RANDOM_WEIGHTS_CLS_BIAS
 from .model.network import PointPillarsNet
 from .model.pycls_convert import convert_file
 from .pointfiles import read_points
@@ -80,7 +79,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
         labels=result.labels.astype(np.int64), class_names=np.array(result.class_names),
         box_convention=np.array(detector.box_convention), preset=np.array(args.preset),
     )
-    how = "as given" if args.box_convention != "auto" else "from the checkpoint" if args.checkpoint else "random weights"
+    how = "as given" if args.box_convention != "auto" else "from the checkpoint" if args.checkpoint else "placeholder weights"
     print(f"preset {args.preset}; weights: {detector.source}; device {detector.device}")
     print(f"box convention of the weights: {detector.box_convention} ({how}); boxes are written in the mmdet3d 1.x convention")
     stats = result.stats
@@ -97,8 +96,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 def cmd_make_checkpoint(args: argparse.Namespace) -> int:
     preset = get_preset(args.preset)
-    state = random_state_dict(PointPillarsNet(preset), args.seed, RANDOM_WEIGHTS_CLS_BIAS)
-    path = write_checkpoint(args.output, state, preset, args.convention, seed=args.seed, cls_bias=RANDOM_WEIGHTS_CLS_BIAS)
+    state = random_state_dict(PointPillarsNet(preset), args.seed)
+    path = write_checkpoint(args.output, state, preset, args.convention, seed=args.seed)
     print(f"wrote {path}: preset {preset.name}, {len(state)} tensors, seeded random weights (seed {args.seed}), "
           f"box convention {args.convention}")
     return 0
@@ -181,7 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     make = add_command(
         sub, "make-checkpoint", "write a checkpoint with seeded random weights in the official format",
         "The file is {'meta', 'state_dict'} like the official ones; meta records the preset, classes,\n"
-        "box convention and seed. For tests, demos and benchmarks (its detections are meaningless).\n\n"
+        "box convention and seed. For tests of the file path (its detections are meaningless, and\n"
+        "uncalibrated random weights score most anchors high; without --checkpoint, detect and bench\n"
+        "use the model layer's calibrated placeholder weights instead).\n\n"
         f"example:\n  {PROG} make-checkpoint --preset lyft-fpn --seed 1 -o /tmp/lyft-fpn-random.pth",
     )
     make.add_argument("--preset", required=True, choices=PRESET_NAMES, metavar="PRESET", help="one of the nine presets")
@@ -208,9 +209,10 @@ def build_parser() -> argparse.ArgumentParser:
         "postprocess (decode + NMS) and the total: median and p90 ms, fps, peak memory, points and\n"
         "pillars per frame, threads, versions and hardware. Default cloud: a deterministic\n"
         "nuScenes-like 10-sweep cloud of --points points (the shared real composite cloud tiled with\n"
-        "jitter, or a synthetic scene when it is absent). Without --checkpoint the weights are seeded\n"
-        "random: the network stages take the same time with any weights; decode+NMS grows with the\n"
-        "boxes above the score threshold, near its worst case with random weights.\n"
+        "jitter, or a synthetic scene when it is absent). Without --checkpoint the weights are the\n"
+        "model layer's seeded random placeholder: the network stages take the same time with any\n"
+        "weights; decode+NMS grows with the boxes above the score threshold (--score-threshold 0\n"
+        "gives its worst case).\n"
         "Writes JSON, a markdown table and (with matplotlib) a PNG chart.\n\nexamples:\n"
         f"  {PROG} bench --preset nus-regnetx-400mf-fpn --device cpu --points 250000 --repeats 5\n"
         f"  {PROG} bench --preset all --device cuda --repeats 50 --warmup 5 --json results/gpu.json",

@@ -23,7 +23,7 @@ def test_tiny_bench_reports_every_field(tmp_path, capsys):
     env = report["environment"]
     assert env["torch_threads"] == 1 and env["cpu"] and env["device"] == "cpu"
     assert {"torch", "numpy", "python", "cpu_count"} <= set(env)
-    assert report["cloud"]["points"] == 3000 and "seeded random weights" in report["weights_note"]
+    assert report["cloud"]["points"] == 3000 and "placeholder weights" in report["weights_note"]
     (result,) = report["results"]
     assert result["preset"] == PRESET
     for key, _ in STAGES:

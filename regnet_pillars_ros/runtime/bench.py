@@ -197,9 +197,9 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
             detector.score_threshold = config.score_threshold
         results.append(time_preset(detector, cloud, config.repeats, config.warmup))
     note = (
-        "seeded random weights: the network stages take the same time with any weights, but decode+NMS "
-        "grows with the boxes above the score threshold, and random weights score many anchors high, so "
-        "it is near its worst case here (see detections per frame)"
+        "seeded random placeholder weights: the network stages take the same time with any weights, "
+        "decode+NMS grows with the boxes above the score threshold (see detections per frame; real weights "
+        "on a busy scene may pass more)"
         if config.checkpoint is None else f"weights from {config.checkpoint}"
     )
     return {
