@@ -1,0 +1,100 @@
+"""Detector input handling: layouts, bad values, empty clouds, clear errors."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from regnet_pillars_ros.model import Detector
+from regnet_pillars_ros.model.detector import as_model_points, range_filter, resolve_device
+
+FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "mmdet3d" / "nus-regnetx-400mf-secfpn-s11"
+pytestmark = pytest.mark.skipif(not FIXTURE.is_dir(), reason=f"fixture not found at {FIXTURE}")
+
+
+@pytest.fixture(scope="module")
+def detector() -> Detector:
+    return Detector.from_preset("nus-regnetx-400mf-secfpn", FIXTURE / "checkpoint.pth")
+
+
+@pytest.fixture(scope="module")
+def points() -> np.ndarray:
+    return np.load(FIXTURE / "points.npy")
+
+
+def test_five_and_four_column_inputs_agree(detector, points):
+    five = detector(points)
+    four = detector(points[:, [0, 1, 2, 4]])
+    np.testing.assert_array_equal(five.boxes, four.boxes)
+    assert five.stats["points_in"] == len(points)
+
+
+def test_nan_and_inf_rows_are_dropped_and_counted(detector, points):
+    clean = detector(points)
+    dirty_points = np.concatenate([points, np.array([[np.nan, 0, 0, 0, 0], [0, np.inf, 0, 0, 0], [1, 2, 3, 4, -np.inf]], np.float32)])
+    dirty = detector(dirty_points)
+    assert dirty.stats["points_nonfinite"] == 3 and dirty.stats["points_in"] == len(points) + 3
+    np.testing.assert_array_equal(clean.boxes, dirty.boxes)
+    assert np.isfinite(dirty.boxes).all()
+
+
+def test_float64_input_equals_float32(detector, points):
+    np.testing.assert_array_equal(detector(points.astype(np.float64)).boxes, detector(points).boxes)
+
+
+@pytest.mark.parametrize("cloud", [np.zeros((0, 4), np.float32), np.full((10, 4), np.nan, np.float32), np.full((7, 5), 500.0, np.float32)])
+def test_empty_or_out_of_range_cloud_gives_no_boxes(detector, cloud):
+    out = detector(cloud)
+    assert len(out) == 0 and out.boxes.shape == (0, 9) and out.labels.dtype == np.int64
+    assert "total" in out.timings_ms
+
+
+@pytest.mark.parametrize(
+    "bad,message",
+    [
+        (np.zeros((10, 3), np.float32), r"\[N, 4\] \(x, y, z, dt\) or \[N, 5\]"),
+        (np.zeros((10,), np.float32), "got shape"),
+        (np.zeros((10, 4), np.int32), "float32 or float64"),
+        (np.zeros((2, 4, 4), np.float32), "got shape"),
+    ],
+)
+def test_wrong_shape_or_dtype_raises_value_error(bad, message):
+    with pytest.raises(ValueError, match=message):
+        as_model_points(bad)
+
+
+def test_range_filter_is_strict():
+    pts = torch.tensor([[-50.0, 0, 0, 0], [-49.99, 0, 0, 0], [0, 50.0, 0, 0], [0, 0, 3.0, 0], [0, 0, -4.99, 0]])
+    kept = range_filter(pts, (-50, -50, -5, 50, 50, 3))
+    torch.testing.assert_close(kept, pts[[1, 4]])
+
+
+def test_cuda_without_gpu_says_so():
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is present")
+    with pytest.raises(ValueError, match="no CUDA GPU"):
+        resolve_device("cuda")
+    assert resolve_device("auto").type == "cpu"
+
+
+def test_thresholds_change_between_calls(points):
+    detector = Detector.from_preset("nus-regnetx-400mf-secfpn", FIXTURE / "checkpoint.pth")
+    full = detector(points)
+    detector.score_threshold = 0.3
+    high = detector(points)
+    assert 0 < len(high) < len(full) and (high.scores > 0.3).all()
+    detector.score_threshold, detector.max_detections = 0.05, 5
+    top = detector(points)
+    np.testing.assert_allclose(np.sort(top.scores)[::-1], np.sort(full.scores)[::-1][:5])
+
+
+def test_detections_accessors(detector, points):
+    out = detector(points)
+    centres = out.gravity_centers()
+    np.testing.assert_allclose(centres[:, 2], out.boxes[:, 2] + out.boxes[:, 5] / 2)
+    assert out.velocities.shape == (len(out), 2)
+    assert out.names()[0] in detector.preset.class_names
+    assert set(out.timings_ms) >= {"preprocess", "inference", "postprocess", "total"}
+    assert out.stats["pillars"] == 34958
