@@ -5,6 +5,7 @@ the detector publishes, and sets its parameters through the parameter service.
 """
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 import threading
@@ -18,6 +19,7 @@ import rclpy.time
 import torch
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import TransformStamped
 from rcl_interfaces.srv import SetParameters, SetParametersAtomically
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
@@ -108,6 +110,16 @@ def stamp_of(ns: int):
     return Header(stamp=rclpy.time.Time(nanoseconds=ns).to_msg()).stamp
 
 
+def transform(parent: str, child: str, stamp_ns: int, x: float = 0.0,
+              yaw: float = 0.0) -> TransformStamped:
+    t = TransformStamped()
+    t.header.frame_id, t.child_frame_id = parent, child
+    t.header.stamp = stamp_of(stamp_ns)
+    t.transform.translation.x = x
+    t.transform.rotation.z, t.transform.rotation.w = math.sin(yaw / 2), math.cos(yaw / 2)
+    return t
+
+
 class Probe:
     """Publishes to and collects from detector_node; every wait is bounded by WAIT_S."""
 
@@ -140,6 +152,8 @@ class Probe:
         self.executor.add_node(n)
         self._spinner = threading.Thread(target=self.executor.spin, daemon=True)
         self._spinner.start()
+        self.tf_static_pub.publish(TFMessage(transforms=[
+            transform("base_link", frame, 0, x=1.0) for frame in ("lidar", "lidar_top")]))
 
     def _collector(self, store: list) -> Callable:
         def collect(msg):
@@ -164,8 +178,12 @@ class Probe:
         raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
     def publish_cloud(self, xyz_or_structured: np.ndarray, stamp_ns: int,
-                      frame: str = "lidar") -> Header:
+                      frame: str = "lidar", with_tf: bool = True) -> Header:
+        """Publish a cloud; ``with_tf`` first publishes a standing ego pose (odom -> base_link)
+        at its stamp, as a live sensor stack would (base_link -> ``frame`` must be static)."""
         header = Header(stamp=stamp_of(stamp_ns), frame_id=frame)
+        if with_tf:
+            self.tf_pub.publish(TFMessage(transforms=[transform("odom", "base_link", stamp_ns)]))
         self.cloud_pub.publish(to_msg(header, xyz_or_structured))
         return header
 
@@ -178,8 +196,9 @@ class Probe:
                         None)
         return self.wait(match, f"detections of the cloud stamped {stamp_ns}", timeout)
 
-    def detect(self, xyz: np.ndarray, stamp_ns: int, frame: str = "lidar") -> Detection3DArray:
-        self.publish_cloud(xyz, stamp_ns, frame)
+    def detect(self, xyz: np.ndarray, stamp_ns: int, frame: str = "lidar",
+               with_tf: bool = True) -> Detection3DArray:
+        self.publish_cloud(xyz, stamp_ns, frame, with_tf)
         return self.result_for(stamp_ns)
 
     def fresh_counters(self) -> dict[str, str]:

@@ -32,8 +32,7 @@ from visualization_msgs.msg import MarkerArray
 from ..model import Detections, Detector
 from ..pipeline.selection import class_thresholds, select
 from ..pipeline.sweeps import SweepAccumulator
-from ..pipeline.transforms import (ExtrapolationError, Transform, TransformBuffer,
-                                   TransformError, transform_boxes)
+from ..pipeline.transforms import Transform, TransformBuffer, TransformError, transform_boxes
 from . import params as P
 from .cloud import CloudError, read_points
 from .diagnostics import Health
@@ -46,7 +45,6 @@ RELIABLE = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
 MODEL_BOX_BOUND = 100_000  # above any preset's nms_pre x classes
-TF_WAIT_S = 0.2  # how long a cloud may wait for the /tf message of its own stamp
 
 
 @dataclass(frozen=True)
@@ -229,13 +227,13 @@ class DetectorNode(Node):
                               pose.position, pose.orientation, False)
 
     def _lookup(self, target: str, source: str, stamp: int) -> Transform:
-        """T_target_source at ``stamp``, waiting briefly for /tf to catch up with the cloud."""
-        deadline = time.monotonic() + TF_WAIT_S
+        """T_target_source at ``stamp``, waiting up to tf_wait_s for /tf to catch up."""
+        deadline = time.monotonic() + self._param("tf_wait_s")
         with self._tf_cond:
             while True:
                 try:
                     return self._tf.lookup(target, source, stamp)
-                except ExtrapolationError:  # unknown frames fail at once, late /tf waits
+                except TransformError:  # /tf may arrive after the cloud, as with tf2
                     if not self._tf_cond.wait(max(0.0, deadline - time.monotonic())):
                         raise
 

@@ -53,6 +53,8 @@ PARAMS: tuple[Param, ...] = (
           range=(0.0, 60.0)),
     Param("tf_tolerance_s", 0.1, "How far a transform lookup may reach beyond buffered "
           "transforms", True, range=(0.0, 5.0)),
+    Param("tf_wait_s", 0.2, "How long a cloud waits for /tf (or odometry) to reach its stamp",
+          True, range=(0.0, 5.0)),
     Param("target_frame", "", "Frame of the published boxes; empty = the cloud's frame", True),
     # Diagnostics and markers: live.
     Param("processing_budget_ms", 100.0, "Total processing time above which diagnostics "
