@@ -78,18 +78,6 @@ class Preset:
     def has_velocity(self) -> bool:
         return self.box_code_size == 9
 
-    @property
-    def backbone_type(self) -> str:
-        return self.backbone["type"]
-
-    @property
-    def neck_type(self) -> str:
-        return "SECONDFPN" if self.neck["type"] == "SECONDFPN" else "FPN"
-
-    @property
-    def num_levels(self) -> int:
-        return len(self.anchors.scales)
-
     def dir_offset(self, convention: str) -> float:
         return self.dir_offset_v0 if convention == "v0" else self.dir_offset_v1
 
