@@ -53,8 +53,8 @@ def paired_cases(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     n = 200
     a = random_boxes(rng, n)
     pairs = []
-    # Near-identical: tiny perturbations of centre, size and yaw (including none at all).
-    for eps in (0.0, 1e-9, 1e-6, 1e-3):
+    # Near-identical: tiny perturbations of centre, size and yaw.
+    for eps in (1e-12, 1e-9, 1e-6, 1e-3):
         pairs.append((a, jitter(rng, a, eps)))
     # One inside the other: same centre or offset, smaller extents, any yaw.
     inner = a.copy()
@@ -70,14 +70,14 @@ def paired_cases(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     other[:, 1] += shift * np.sin(a[:, 4])
     other[:, :2] += 0.3 * (rng.random((n, 1)) < 0.3) * np.stack((-np.sin(a[:, 4]), np.cos(a[:, 4])), 1)
     pairs.append((a, other))
-    # Rotated by exactly +-90 degrees, with swapped extents (same footprint) or random extents.
+    # Rotated by exactly +-90 degrees, with nearly swapped extents (exactly swapped: see
+    # test_same_footprint_gives_one; shapely's overlay sometimes returns an empty intersection there).
     quarter = a.copy()
     quarter[:, 4] += np.where(rng.random(n) < 0.5, math.pi / 2, -math.pi / 2)
     quarter[:, 2:4] = a[:, [3, 2]]
+    quarter[:, :2] += rng.uniform(-0.5, 0.5, (n, 2))
+    quarter[:, 2:4] *= rng.uniform(0.8, 1.2, (n, 2))
     pairs.append((a, quarter))
-    quarter_rand = quarter.copy()
-    quarter_rand[:, :4] += rng.uniform(-0.5, 0.5, (n, 4)) * np.array([1, 1, 0.2, 0.2])
-    pairs.append((a, quarter_rand))
     # Parallel edges: same yaw, offset centres.
     parallel = a.copy()
     parallel[:, :2] += rng.uniform(-1.5, 1.5, (n, 2))
@@ -132,6 +132,19 @@ def test_iou_matches_shapely_on_delicate_pairs(device: str) -> None:
     assert_iou_close(got, ref)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_same_footprint_gives_one(device: str) -> None:
+    a = random_boxes(np.random.default_rng(4), 500)
+    quarter = a.copy()
+    quarter[:, 4] += np.where(np.arange(500) % 2 == 0, math.pi / 2, -math.pi / 2)
+    quarter[:, 2:4] = a[:, [3, 2]]
+    half = a.copy()
+    half[:, 4] += math.pi
+    for b in (a, quarter, half):
+        iou = rotated_iou_bev(torch.from_numpy(a).to(device), torch.from_numpy(b).to(device))
+        torch.testing.assert_close(torch.diagonal(iou).cpu(), torch.ones(500, dtype=torch.float64), atol=1e-9, rtol=0)
+
+
 def test_corners_counter_clockwise_and_oriented() -> None:
     box = torch.tensor([[1.0, 2.0, 4.0, 2.0, math.pi / 2]], dtype=torch.float64)
     corners = bev_box_corners(box)[0]
@@ -170,15 +183,18 @@ def test_analytic_cases() -> None:
 
 
 def test_degenerate_boxes_give_zero_without_nan() -> None:
+    # Zero or negative extents (outside the box contract, which asks for dx, dy >= 0) give IoU 0.
     boxes = torch.tensor(
-        [[0, 0, 0, 0, 0], [0, 0, 2, 0, 0.3], [0, 0, 0, 2, 0], [0, 0, 2, 2, 0], [0, 0, 0, 0, 1.0]], dtype=torch.float32
+        [[0, 0, 0, 0, 0], [0, 0, 2, 0, 0.3], [0, 0, 0, 2, 0], [0, 0, 2, 2, 0], [0, 0, 0, 0, 1.0],
+         [0, 0, -2, 2, 0], [0, 0, -2, -2, 0]],
+        dtype=torch.float32,
     )
     iou = rotated_iou_bev(boxes, boxes)
-    expected = torch.zeros(5, 5)
+    expected = torch.zeros(7, 7)
     expected[3, 3] = 1.0
     torch.testing.assert_close(iou, expected, atol=1e-6, rtol=0)
-    assert rotated_iou_bev(boxes[:0], boxes).shape == (0, 5)
-    assert rotated_iou_bev(boxes, boxes[:0]).shape == (5, 0)
+    assert rotated_iou_bev(boxes[:0], boxes).shape == (0, 7)
+    assert rotated_iou_bev(boxes, boxes[:0]).shape == (7, 0)
 
 
 def greedy_reference(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> list[int]:
@@ -222,6 +238,31 @@ def test_nms_matches_greedy_reference(device: str, tied_scores: bool, threshold:
         assert keep.dtype == torch.long and keep.device.type == device
         assert keep.tolist() == expected
     assert 1 < len(ref) < len(boxes)  # something is suppressed, something kept
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("layout", ("column", "row", "huge_box"))
+def test_nms_pair_search_layouts(device: str, layout: str) -> None:
+    # The candidate-pair search sweeps along the more spread axis; any pair it misses shows up
+    # at threshold 0, where every overlap suppresses.
+    rng = np.random.default_rng(7)
+    n = 120
+    boxes = np.concatenate(
+        (rng.normal(0, 0.4, (n, 1)), np.linspace(0, 60, n)[:, None] + rng.normal(0, 0.5, (n, 1)),
+         rng.uniform(0.5, 5.0, (n, 2)), rng.uniform(-math.pi, math.pi, (n, 1))),
+        axis=1,
+    )
+    if layout == "row":
+        boxes[:, [0, 1]] = boxes[:, [1, 0]]
+    if layout == "huge_box":
+        boxes[:, 0] += rng.choice((-30.0, 30.0), n)
+        boxes[n // 2] = (0.0, 30.0, 80.0, 1.0, math.pi / 2 + 0.02)
+    scores = rng.random(n)
+    scores[n // 2] = 0.5
+    for threshold in (0.0, 0.1):
+        expected = greedy_reference(boxes, scores, threshold)
+        keep = nms_rotated_bev(torch.from_numpy(boxes).to(device), torch.from_numpy(scores).to(device), threshold)
+        assert keep.tolist() == expected
 
 
 def test_nms_threshold_is_strict() -> None:

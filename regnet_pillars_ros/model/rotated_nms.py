@@ -29,35 +29,37 @@ def bev_box_corners(boxes: Tensor) -> Tensor:
     return torch.stack((x[:, None] + c * lx - s * ly, y[:, None] + s * lx + c * ly), dim=-1)
 
 
-def _roll_up(t: Tensor) -> Tensor:
-    """Row i of the result is row i + 1 of ``t``, cyclically."""
-    return torch.cat((t[1:], t[:1]))
-
-
 def _paired_intersection(a: Tensor, b: Tensor) -> Tensor:
     """Intersection areas ``[P]`` of the aligned pairs ``a[i]``, ``b[i]`` (float64 ``[P, 5]``).
 
-    In a's frame a is the box ``[-hx, hx] x [-hy, hy]``. Clamping every point of b's boundary into
-    that box turns it into the boundary of the intersection (plus zero-area back-and-forth runs
-    along a's edges): clamping is continuous and moves no curve point across a point strictly
-    inside a, so winding numbers there are unchanged, and outside a they become 0. This is
-    Sutherland-Hodgman clipping by a's four half-planes with each outside run projected onto the
-    clip line instead of cut out, which needs no vertex compaction. Clamping is affine between
-    the points where an edge of b crosses one of the lines x = +-hx, y = +-hy, so splitting each
-    edge there and clamping the split points gives the exact polygon, and the shoelace formula
-    its area.
+    In a's frame, scaled per axis by a's half extents, a is the square ``[-1, 1]^2``. Clamping
+    every point of b's boundary into that square turns it into the boundary of the intersection
+    (plus zero-area back-and-forth runs along the square's edges): clamping is continuous and
+    moves no curve point across a point strictly inside the square, so winding numbers there are
+    unchanged, and outside it they become 0. This is Sutherland-Hodgman clipping by a's four
+    half-planes with each outside run projected onto the clip line instead of cut out, which
+    needs no vertex compaction. Clamping is affine between the points where an edge of b crosses
+    one of the lines x = +-1, y = +-1, so splitting each edge there and clamping the split points
+    gives the exact polygon, and the shoelace formula its area.
     """
     ca, sa = torch.cos(a[:, 4]), torch.sin(a[:, 4])
     ox, oy = b[:, 0] - a[:, 0], b[:, 1] - a[:, 1]
-    rel = torch.stack((ca * ox + sa * oy, ca * oy - sa * ox, b[:, 2], b[:, 3], b[:, 4] - a[:, 4]), dim=1)
-    x, y = bev_box_corners(rel).permute(2, 1, 0).contiguous()  # each [4 corners, P]
     hx, hy = 0.5 * a[:, 2], 0.5 * a[:, 3]
-    ex, ey = _roll_up(x) - x, _roll_up(y) - y
-    # Edge parameters of the crossings with x = -+hx and y = -+hy, clamped to the edge; nan (edge
+    cx, cy = (ca * ox + sa * oy) / hx, (ca * oy - sa * ox) / hy
+    c, s = torch.cos(b[:, 4] - a[:, 4]), torch.sin(b[:, 4] - a[:, 4])
+    # b's half-axis vectors: u along its heading, v across it.
+    ux, uy = c * b[:, 2] / (2 * hx), s * b[:, 2] / (2 * hy)
+    vx, vy = -s * b[:, 3] / (2 * hx), c * b[:, 3] / (2 * hy)
+    # Counter-clockwise corners centre -u-v, +u-v, +u+v, -u+v, and the edges leaving them.
+    x = torch.stack((cx - ux - vx, cx + ux - vx, cx + ux + vx, cx - ux + vx))  # [4, P]
+    y = torch.stack((cy - uy - vy, cy + uy - vy, cy + uy + vy, cy - uy + vy))
+    ex = torch.stack((2 * ux, 2 * vx, -2 * ux, -2 * vx))
+    ey = torch.stack((2 * uy, 2 * vy, -2 * uy, -2 * vy))
+    # Edge parameters of the crossings with x = -+1 and y = -+1, clamped to the edge; nan (edge
     # on a line) and +-inf (edge parallel to it) also become points of the edge, which is harmless:
     # such an edge does not cross that line, so clamping stays affine along it.
-    tx = (torch.stack((-hx - x, hx - x)) / ex).nan_to_num_(0.0).clamp_(0.0, 1.0)
-    ty = (torch.stack((-hy - y, hy - y)) / ey).nan_to_num_(0.0).clamp_(0.0, 1.0)
+    tx = torch.stack((-1 - x, 1 - x)).div_(ex).nan_to_num_(0.0).clamp_(0.0, 1.0)
+    ty = torch.stack((-1 - y, 1 - y)).div_(ey).nan_to_num_(0.0).clamp_(0.0, 1.0)
     # The edge lies in the x slab for t in [x_lo, x_hi] and in the y slab for t in [y_lo, y_hi].
     # Clamping is constant before min(x_lo, y_lo) and after max(x_hi, y_hi) (the edge is then in a
     # corner cell, outside both slabs), so only mid_lo = max(x_lo, y_lo) and mid_hi = min(x_hi, y_hi)
@@ -65,51 +67,81 @@ def _paired_intersection(a: Tensor, b: Tensor) -> Tensor:
     # and both clamp to that corner, so they need no sorting.
     mid_lo = torch.maximum(torch.minimum(tx[0], tx[1]), torch.minimum(ty[0], ty[1]))
     mid_hi = torch.minimum(torch.maximum(tx[0], tx[1]), torch.maximum(ty[0], ty[1]))
-    t = torch.stack((torch.zeros_like(mid_lo), mid_lo, mid_hi))
-    n = 3 * 4  # [3 points, 4 edges, P] -> edge-major order along the boundary
-    px = torch.addcmul(x, t, ex).transpose(0, 1).reshape(n, -1).clamp(min=-hx, max=hx)
-    py = torch.addcmul(y, t, ey).transpose(0, 1).reshape(n, -1).clamp(min=-hy, max=hy)
-    area = 0.5 * (px * _roll_up(py) - _roll_up(px) * py).sum(dim=0)
-    return area.clamp(min=0.0)
+    t = torch.stack((mid_lo, mid_hi), dim=1)  # [4 edges, 2, P]
+    # Boundary points in order: per edge its start corner and the two split points, then the
+    # first corner again to close the polygon.
+    px = torch.cat((x[:, None], torch.addcmul(x[:, None], t, ex[:, None])), dim=1).view(12, -1)
+    py = torch.cat((y[:, None], torch.addcmul(y[:, None], t, ey[:, None])), dim=1).view(12, -1)
+    px = torch.cat((px, px[:1])).clamp_(-1.0, 1.0)
+    py = torch.cat((py, py[:1])).clamp_(-1.0, 1.0)
+    twice_area = (px[:-1] * py[1:] - px[1:] * py[:-1]).sum(dim=0)
+    return (0.5 * hx * hy * twice_area).clamp(min=0.0)
 
 
 def _paired_iou(a: Tensor, b: Tensor) -> Tensor:
-    """IoU ``[P]`` of aligned float64 box pairs; 0 where the union is empty."""
+    """IoU ``[P]`` of aligned float64 box pairs; 0 where either box has a non-positive extent."""
     inter = _paired_intersection(a, b)
     area_a, area_b = a[:, 2] * a[:, 3], b[:, 2] * b[:, 3]
+    valid = (a[:, 2] > 0) & (a[:, 3] > 0) & (b[:, 2] > 0) & (b[:, 3] > 0)
     # Disjoint or edge-touching pairs leave rounding noise (~1e-16 of the areas) instead of 0;
     # snap it to 0 so that a threshold of 0 means "any overlap".
     inter = torch.where(inter > 1e-12 * (area_a + area_b), inter, torch.zeros_like(inter))
     inter = torch.minimum(inter, torch.minimum(area_a, area_b))
-    union = area_a + area_b - inter
-    return torch.where(union > 0, inter / torch.where(union > 0, union, torch.ones_like(union)),
-                       torch.zeros_like(union))
+    union = torch.where(valid, area_a + area_b - inter, torch.ones_like(inter))  # > 0 where valid
+    return torch.where(valid, inter / union, torch.zeros_like(inter))
+
+
+def _half_spans(boxes: Tensor) -> Tensor:
+    """``[N, 2]`` half-widths of each box's axis-aligned bounding box, enlarged so that rounding in
+    the pruning tests below can only keep extra pairs (whose exact IoU is then 0), never drop an
+    overlapping one."""
+    c, s = torch.cos(boxes[:, 4]).abs(), torch.sin(boxes[:, 4]).abs()
+    half = 0.5 * (1.0 + 1e-9)
+    return torch.stack((boxes[:, 2] * c + boxes[:, 3] * s, boxes[:, 2] * s + boxes[:, 3] * c), dim=1) * half
 
 
 def _may_overlap(a: Tensor, b: Tensor) -> Tensor:
-    """``[N, M]`` mask of the pairs whose bounding circles may overlap (conservatively).
+    """``[N, M]`` mask of the pairs whose bounding boxes overlap; the others have IoU 0."""
+    wa, wb = _half_spans(a), _half_spans(b)
+    gap = (a[:, None, :2] - b[None, :, :2]).abs_() < wa[:, None] + wb[None, :]
+    return gap.all(dim=2)
 
-    The other pairs cannot have an intersection of positive area, so their IoU is exactly 0.
+
+def _overlap_pairs(boxes: Tensor) -> tuple[Tensor, Tensor]:
+    """Index pairs ``i < j`` of ``boxes`` whose bounding boxes overlap, unordered in i.
+
+    A sweep instead of an N x N mask: along the axis where the centres spread most, sort the
+    boxes' extents [c - w, c + w] by their start; the boxes whose extent overlaps box k's and
+    starts after it are then the contiguous run up to the first start >= c_k + w_k. Only those
+    runs are expanded into pairs and tested on the other axis, which for detector output (boxes
+    spread over a scene) is a few percent of all pairs.
     """
-    ra, rb = 0.5 * torch.hypot(a[:, 2], a[:, 3]), 0.5 * torch.hypot(b[:, 2], b[:, 3])
-    ones_a, ones_b = torch.ones_like(ra), torch.ones_like(rb)
-    # |c_a - c_b|^2 - (r_a + r_b)^2 for all pairs as one matrix product of 5-vectors.
-    u = torch.stack((a[:, 0].square() + a[:, 1].square() - ra.square(), ones_a, -2 * a[:, 0], -2 * a[:, 1], -2 * ra), 1)
-    v = torch.stack((ones_b, b[:, 0].square() + b[:, 1].square() - rb.square(), b[:, 0], b[:, 1], rb), 1)
-    # The product's rounding error is below 1e-14 * scale^2; the slack only adds candidates.
-    scale = torch.cat(((a[:, 0].abs() + a[:, 1].abs() + ra), (b[:, 0].abs() + b[:, 1].abs() + rb))).max()
-    return (u @ v.T) < 1e-12 * (1.0 + scale.square())
+    n = boxes.shape[0]
+    span = _half_spans(boxes)
+    spread = boxes[:, :2].amax(dim=0) - boxes[:, :2].amin(dim=0)
+    swap = spread[1] > spread[0]  # a tensor, so choosing the axis needs no host synchronisation
+    centre, other = torch.where(swap, boxes[:, :2].flip(1), boxes[:, :2]).unbind(1)
+    width, other_width = torch.where(swap, span.flip(1), span).unbind(1)
+    start, order = torch.sort(centre - width)
+    stop = torch.searchsorted(start, (centre + width)[order])
+    rank = torch.arange(n, device=boxes.device)
+    counts = (stop - rank - 1).clamp(min=0)
+    first = counts.cumsum(0) - counts
+    rows = torch.repeat_interleave(rank, counts)
+    cols = rows + 1 + torch.arange(rows.shape[0], device=boxes.device) - first[rows]
+    i, j = order[rows], order[cols]
+    close = (other[i] - other[j]).abs() < other_width[i] + other_width[j]
+    i, j = i[close], j[close]
+    return torch.minimum(i, j), torch.maximum(i, j)
 
 
 def rotated_iou_bev(boxes_a: Tensor, boxes_b: Tensor) -> Tensor:
     """Exact BEV IoU matrix ``[N, M]`` of ``boxes_a [N, 5]`` and ``boxes_b [M, 5]``.
 
-    Computed in float64 and returned in the dtype of ``boxes_a``; degenerate boxes give 0.
+    Computed in float64 and returned in the dtype of ``boxes_a``; boxes with a zero extent give 0.
     """
     a, b = boxes_a.double(), boxes_b.double()
     iou = a.new_zeros(a.shape[0], b.shape[0])
-    if iou.numel() == 0:
-        return iou.to(boxes_a.dtype)
     ia, ib = _may_overlap(a, b).nonzero(as_tuple=True)
     iou[ia, ib] = _paired_iou(a[ia], b[ib])
     return iou.to(boxes_a.dtype)
@@ -126,23 +158,23 @@ def nms_rotated_bev(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tens
         return torch.zeros(0, dtype=torch.long, device=boxes.device)
     order = torch.sort(scores, descending=True, stable=True).indices
     b = boxes[order].double()
-    # Only pairs (i, j), i < j in score order, can suppress, and only if their circles overlap
-    # (a negative threshold is exceeded even by IoU 0). The exact IoU is computed for those pairs
-    # alone, in one batch, and only the pairs above the threshold leave the device.
+    # Exact IoUs only for the pairs that can overlap (all pairs for a negative threshold, which
+    # even IoU 0 exceeds), in one batch; i < j are positions in score order.
     if iou_threshold < 0:
-        cand = torch.ones(n, n, dtype=torch.bool, device=boxes.device)
+        i, j = torch.triu_indices(n, n, offset=1, device=boxes.device)
     else:
-        cand = _may_overlap(b, b)
-    ii, jj = cand.triu_(diagonal=1).nonzero(as_tuple=True)
-    over = _paired_iou(b[ii], b[jj]) > iou_threshold
-    # The greedy pass is inherently sequential; it runs in Python over the (few) suppressing
-    # pairs. nonzero() yields them sorted by i, and every pair into i comes from a smaller index,
-    # so whether i is kept is settled before its own pairs are visited. This costs one
+        i, j = _overlap_pairs(b)
+    over = _paired_iou(b[i], b[j]) > iou_threshold
+    i, j = i[over], j[over]
+    by_row = torch.sort(i, stable=True).indices
+    # The greedy pass is inherently sequential. It runs in Python over the suppressing pairs
+    # only (few), sorted by their higher-scored box i: every pair into i comes from a smaller
+    # position, so whether i is kept is settled before its own pairs are visited. This costs one
     # device-to-host copy instead of one synchronisation per box.
     suppressed = bytearray(n)
-    for i, j in zip(ii[over].tolist(), jj[over].tolist()):
-        if not suppressed[i]:
-            suppressed[j] = 1
+    for row, col in zip(i[by_row].tolist(), j[by_row].tolist()):
+        if not suppressed[row]:
+            suppressed[col] = 1
     keep = torch.frombuffer(suppressed, dtype=torch.uint8).to(boxes.device) == 0
     return order[keep]
 
