@@ -251,3 +251,14 @@ def test_a_swap_under_a_stream_loses_no_frame_and_switches_the_class_set(ctx):
     values = probe.fresh_counters()
     assert values["preset"] == LYFT.name and values.get("frames_failed", "0") == "0"
     assert values["model_swaps"] == "1"
+
+
+def test_console_entry_loads_the_launch_yaml_files_then_extra_ones():
+    from regnet_pillars_ros.ros.node import ros_arguments
+
+    args = ros_arguments(["--preset", "lyft-fpn", "--params-file", "/tmp/x.yaml",
+                          "--ros-args", "-p", "device:=cpu"])
+    files = [a for a in args if a.endswith(".yaml")]
+    assert [f.rsplit("/", 1)[-1] for f in files] == ["common.yaml", "lyft-fpn.yaml", "x.yaml"]
+    assert args[0] == "--ros-args" and args[-2:] == ["-p", "device:=cpu"]
+    assert ros_arguments([]) == []
