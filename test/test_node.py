@@ -262,3 +262,14 @@ def test_console_entry_loads_the_launch_yaml_files_then_extra_ones():
     assert [f.rsplit("/", 1)[-1] for f in files] == ["common.yaml", "lyft-fpn.yaml", "x.yaml"]
     assert args[0] == "--ros-args" and args[-2:] == ["-p", "device:=cpu"]
     assert ros_arguments([]) == []
+
+
+def test_a_node_that_cannot_load_its_model_exits_with_the_reason(tmp_path):
+    node = NodeProcess(node_args(tmp_path, NUS.name, checkpoint="/nonexistent/model.pth"),
+                       tmp_path / "node.log")
+    try:
+        assert node.proc.wait(timeout=120) == 1
+    finally:
+        node.stop()
+    assert "could not start: CheckpointError" in node.log.read_text()
+    assert "no such file" in node.log.read_text()

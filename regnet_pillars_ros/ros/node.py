@@ -75,6 +75,9 @@ def _descriptor(spec: P.Param) -> ParameterDescriptor:
 class DetectorNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("detector_node", **kwargs)
+        self._slot: LatestSlot[PointCloud2] = LatestSlot()
+        self._running = True
+        self._worker: threading.Thread | None = None
         for spec in P.PARAMS:
             default = spec.default if spec.default != [] else Parameter.Type.STRING_ARRAY
             self.declare_parameter(spec.name, default, _descriptor(spec))
@@ -93,7 +96,6 @@ class DetectorNode(Node):
         self._sweeps = SweepAccumulator(
             self._model.detector.preset.sweeps_num if num < 0 else num,
             self._param("missing_ego_motion"), self._param("sweep_max_age_s") or None)
-        self._slot: LatestSlot[PointCloud2] = LatestSlot()
 
         self._pub_objects = self.create_publisher(Detection3DArray, "~/output/objects", RELIABLE)
         self._pub_markers = self.create_publisher(MarkerArray, "~/output/markers", RELIABLE)
@@ -111,7 +113,6 @@ class DetectorNode(Node):
         self.create_timer(1.0, self._publish_diagnostics,
                           callback_group=MutuallyExclusiveCallbackGroup())
         self._publish_label_info()
-        self._running = True
         self._worker = threading.Thread(target=self._work, name="inference", daemon=True)
         self._worker.start()
 
@@ -334,7 +335,8 @@ class DetectorNode(Node):
     def destroy_node(self) -> None:
         self._running = False
         self._slot.close()
-        self._worker.join(timeout=30)
+        if self._worker is not None:
+            self._worker.join(timeout=30)
         super().destroy_node()
 
 
@@ -363,8 +365,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         try:
             node = DetectorNode()
-        except ValueError as exc:  # bad parameter or model: say why, no traceback
-            print(f"detector_node: {exc}", file=sys.stderr)
+        except Exception as exc:  # bad parameter or model: say why and exit
+            print(f"detector_node: could not start: {type(exc).__name__}: {exc}",
+                  file=sys.stderr)
             return 1
         executor = MultiThreadedExecutor(num_threads=4)
         executor.add_node(node)
