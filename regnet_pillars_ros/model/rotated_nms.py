@@ -17,6 +17,9 @@ from torch import Tensor
 
 # Local rectangle corners in counter-clockwise order, as multiples of the half extents.
 _UNIT_CORNERS = ((-1.0, -1.0), (1.0, -1.0), (1.0, 1.0), (-1.0, 1.0))
+# Pairs per batch on the CPU: the clipping's ~50 elementwise ops then run on tensors of well under
+# 1 MB that stay in cache, 2-4x faster than one batch of 10^5 pairs. GPUs take all pairs at once.
+_CPU_PAIR_BATCH = 8192
 
 
 def bev_box_corners(boxes: Tensor) -> Tensor:
@@ -91,6 +94,16 @@ def _paired_iou(a: Tensor, b: Tensor) -> Tensor:
     return torch.where(valid, inter / union, torch.zeros_like(inter))
 
 
+def _indexed_iou(a: Tensor, b: Tensor, i: Tensor, j: Tensor) -> Tensor:
+    """IoU ``[P]`` of the pairs ``a[i[k]]``, ``b[j[k]]`` (float64 boxes)."""
+    if a.device.type != "cpu" or i.shape[0] <= _CPU_PAIR_BATCH:
+        return _paired_iou(a[i], b[j])
+    return torch.cat([
+        _paired_iou(a[i[k:k + _CPU_PAIR_BATCH]], b[j[k:k + _CPU_PAIR_BATCH]])
+        for k in range(0, i.shape[0], _CPU_PAIR_BATCH)
+    ])
+
+
 def _half_spans(boxes: Tensor) -> Tensor:
     """``[N, 2]`` half-widths of each box's axis-aligned bounding box, enlarged so that rounding in
     the pruning tests below can only keep extra pairs (whose exact IoU is then 0), never drop an
@@ -143,7 +156,7 @@ def rotated_iou_bev(boxes_a: Tensor, boxes_b: Tensor) -> Tensor:
     a, b = boxes_a.double(), boxes_b.double()
     iou = a.new_zeros(a.shape[0], b.shape[0])
     ia, ib = _may_overlap(a, b).nonzero(as_tuple=True)
-    iou[ia, ib] = _paired_iou(a[ia], b[ib])
+    iou[ia, ib] = _indexed_iou(a, b, ia, ib)
     return iou.to(boxes_a.dtype)
 
 
@@ -164,7 +177,7 @@ def nms_rotated_bev(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tens
         i, j = torch.triu_indices(n, n, offset=1, device=boxes.device)
     else:
         i, j = _overlap_pairs(b)
-    over = _paired_iou(b[i], b[j]) > iou_threshold
+    over = _indexed_iou(b, b, i, j) > iou_threshold
     i, j = i[over], j[over]
     by_row = torch.sort(i, stable=True).indices
     # The greedy pass is inherently sequential. It runs in Python over the suppressing pairs
