@@ -169,7 +169,8 @@ def test_analytic_cases() -> None:
         return float(rotated_iou_bev(torch.tensor([a], dtype=torch.float64), torch.tensor([b], dtype=torch.float64)))
 
     assert iou([0, 0, 1, 1, 0], [0.5, 0, 1, 1, 0]) == pytest.approx(1 / 3, abs=1e-12)
-    assert iou([0, 0, 1, 1, 0.3], [0.5 * math.cos(0.3), 0.5 * math.sin(0.3), 1, 1, 0.3]) == pytest.approx(1 / 3, abs=1e-12)
+    shifted = [0.5 * math.cos(0.3), 0.5 * math.sin(0.3), 1, 1, 0.3]
+    assert iou([0, 0, 1, 1, 0.3], shifted) == pytest.approx(1 / 3, abs=1e-12)
     # Square over itself rotated by 45 degrees: a regular octagon of area 2*sqrt(2) - 2, IoU 1/sqrt(2).
     assert iou([3, -2, 1, 1, 0], [3, -2, 1, 1, math.pi / 4]) == pytest.approx(1 / math.sqrt(2), abs=1e-12)
     # Contained: the smaller area over the larger.
