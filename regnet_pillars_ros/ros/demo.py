@@ -122,6 +122,22 @@ def ros_environment() -> None:
         os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(profile))
 
 
+def start_node(preset: str, params: dict[str, str]) -> subprocess.Popen:
+    """detector_node with the preset's YAML files and ``params`` on top."""
+    overrides = [a for k, v in params.items() for a in ("-p", f"{k}:={v}")]
+    return subprocess.Popen([sys.executable, "-m", "regnet_pillars_ros.ros.node",
+                             "--preset", preset, *(["--ros-args", *overrides] if params else [])])
+
+
+def stop_node(node: subprocess.Popen) -> None:
+    node.terminate()
+    try:
+        node.wait(20)
+    except subprocess.TimeoutExpired:
+        node.kill()
+        node.wait()
+
+
 class Player:
     """Publishes bag messages to the node and collects its Detection3DArray per stamp."""
 
@@ -145,6 +161,20 @@ class Player:
         self.results: dict[int, tuple[object, float]] = {}
         self.node.create_subscription(Detection3DArray, OBJECTS_TOPIC, self._on_objects,
                                       QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
+
+    def wait_ready(self, node_process: subprocess.Popen) -> bool:
+        """True once the node's LabelInfo (transient local) arrived: its model is serving."""
+        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+        from vision_msgs.msg import LabelInfo
+
+        labels: list = []
+        sub = self.node.create_subscription(
+            LabelInfo, "/detector_node/output/label_info", labels.append,
+            QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                       durability=DurabilityPolicy.TRANSIENT_LOCAL))
+        ready = self.spin_until(lambda: labels, node_process)
+        self.node.destroy_subscription(sub)
+        return ready
 
     def _on_objects(self, msg) -> None:
         stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
@@ -260,20 +290,10 @@ def main(argv: list[str] | None = None) -> int:
     write_bag(bag, frames)
     print(f"bag: {bag} ({args.frames} frames at {args.rate:g} Hz of a {source}, with /tf)")
 
-    checkpoint = ["--ros-args", "-p", f"checkpoint:={args.checkpoint}"] if args.checkpoint else []
-    node = subprocess.Popen([sys.executable, "-m", "regnet_pillars_ros.ros.node",
-                             "--preset", args.preset, *checkpoint])
+    node = start_node(args.preset, {"checkpoint": args.checkpoint} if args.checkpoint else {})
     player = Player(args.timeout)
     try:
-        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-        from vision_msgs.msg import LabelInfo
-
-        labels: list = []
-        player.node.create_subscription(
-            LabelInfo, "/detector_node/output/label_info", labels.append,
-            QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                       durability=DurabilityPolicy.TRANSIENT_LOCAL))
-        if not player.spin_until(lambda: labels, node):
+        if not player.wait_ready(node):
             print("error: detector_node did not start (see its log above)", file=sys.stderr)
             return 1
         print(f"detector_node ready ({args.preset}); playing the bag into it")
@@ -288,11 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if player.results else 1
     finally:
         player.close()
-        node.terminate()
-        try:
-            node.wait(20)
-        except subprocess.TimeoutExpired:
-            node.kill()
+        stop_node(node)
 
 
 if __name__ == "__main__":

@@ -252,6 +252,8 @@ class DetectorNode(Node):
                 self.health.set(last_bad_cloud=str(exc))
                 self.get_logger().warning(f"bad cloud skipped: {exc}", throttle_duration_sec=5.0)
             except Exception as exc:  # a frame may fail; the node must not
+                if not self.context.ok():
+                    return  # shut down while this frame was in flight
                 self.health.count("frames_failed")
                 self.health.set(last_failure=f"{type(exc).__name__}: {exc}")
                 self.get_logger().error(f"frame failed: {type(exc).__name__}: {exc}",
