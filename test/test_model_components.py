@@ -193,7 +193,7 @@ def test_sparse_vfe_equals_padded_reference(name):
     pillars = voxelize(torch.from_numpy(pts), p.point_cloud_range, p.voxel_size, p.max_num_points, p.max_voxels)
     assert (pillars.num_points == p.max_num_points).any() and (pillars.num_points < p.max_num_points).any()
     with torch.inference_mode():
-        ours = net.pts_voxel_encoder(pillars)
+        ours = net.pts_voxel_encoder(*pillars.network_inputs())
         ref = padded_vfe_reference(net.pts_voxel_encoder, pillars, p.max_num_points)
     torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
 

@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from regnet_pillars_ros.model import Detector
-from regnet_pillars_ros.model.postprocess import select_candidates
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "mmdet3d"
 CASES = {"nus-regnetx-400mf-secfpn-s11": "nus-regnetx-400mf-secfpn", "lyft-fpn-s12": "lyft-fpn"}
@@ -30,8 +29,8 @@ class Case:
         net = self.detector.net
         with torch.inference_mode():
             self.pillars, _ = self.detector.preprocess(self.points)
-            self.pillar_features = net.pts_voxel_encoder(self.pillars)
-            canvas = net.encode(self.pillars)
+            self.pillar_features = net.pts_voxel_encoder(*self.pillars.network_inputs())
+            canvas = net.encode(*self.pillars.network_inputs())
             backbone = net.pts_backbone(canvas)
             neck = net.pts_neck(backbone)
             head = net.pts_bbox_head(neck)
@@ -40,9 +39,7 @@ class Case:
         self.maps.update({f"neck.{i}": x for i, x in enumerate(neck)})
         for lvl, (cls, reg, direction) in enumerate(head):
             self.maps.update({f"head.cls_score.{lvl}": cls, f"head.bbox_pred.{lvl}": reg, f"head.dir_cls_pred.{lvl}": direction})
-        levels = [net.pts_bbox_head.flatten(*m) for m in head]
-        anchors = [self.detector.anchors(i, tuple(m[0].shape[-2:])) for i, m in enumerate(head)]
-        self.candidates = select_candidates(levels, anchors, self.detector.preset.test_cfg.nms_pre)
+        self.candidates = self.detector.candidates([m for level in head for m in level])
         self.result = self.detector(self.points)
 
 

@@ -10,12 +10,14 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .checkpoint import CONVENTIONS, box_convention_of, load_into, read_checkpoint
+from ..runtime.backends import BACKENDS, InferenceBackend, OnnxRuntimeBackend, TorchBackend
+from ..runtime.export import cached_export, read_metadata
+from .checkpoint import CONVENTIONS, CheckpointError, box_convention_of, load_into, read_checkpoint
 from .detections import Detections
-from .head import level_anchors
+from .head import flatten_maps, level_anchors
 from .network import PointPillarsNet
 from .placeholder import placeholder_weights
-from .postprocess import PostprocessConfig, postprocess, select_candidates
+from .postprocess import Candidates, PostprocessConfig, postprocess, select_candidates
 from .presets import Preset, get_preset
 from .voxelize import Pillars, voxelize
 
@@ -60,13 +62,13 @@ def resolve_device(device: str) -> torch.device:
 
 
 class Detector:
-    """One preset with its weights on one device. Thresholds may be changed between calls."""
+    """One preset with its weights on one device and backend. Thresholds may change between calls."""
 
-    def __init__(self, preset: Preset, net: PointPillarsNet, convention: str, device: torch.device, source: str):
+    def __init__(self, preset: Preset, backend: InferenceBackend, convention: str, device: torch.device, source: str):
         if convention not in CONVENTIONS:
             raise ValueError(f"box convention must be one of {CONVENTIONS}, got {convention!r}")
         self.preset = preset
-        self.net = net.to(device).eval()
+        self.backend = backend
         self.box_convention = convention
         self.device = device
         self.source = source
@@ -74,6 +76,13 @@ class Detector:
         self.max_detections = preset.test_cfg.max_num
         self.profile_stages = False  # synchronise and time every stage (benchmarks)
         self._anchors: dict[tuple[int, int, int], torch.Tensor] = {}
+
+    @property
+    def net(self) -> PointPillarsNet:
+        """The torch network (torch backend only)."""
+        if not isinstance(self.backend, TorchBackend):
+            raise AttributeError(f"the {self.backend.name} backend has no torch network")
+        return self.backend.net
 
     @classmethod
     def from_preset(
@@ -83,30 +92,54 @@ class Detector:
         device: str = "cpu",
         box_convention: str = "auto",
         verify_sha256: bool = True,
+        backend: str = "torch",
+        precision: str = "fp32",
     ) -> "Detector":
-        """Build preset `name` and load `checkpoint` (None: seeded random weights, said in the log).
+        """Build preset `name` with the weights of `checkpoint` on `device` and `backend`.
 
-        box_convention: 'auto' reads it from the checkpoint's meta (official v0.1.0 files are 'v0'),
-        'v0' or 'v1' overrides it.
+        checkpoint: an official-format .pth file, an exported .onnx file (onnxruntime backend),
+            or None for seeded random placeholder weights (said in the log).
+        box_convention: 'auto' reads it from the checkpoint (official v0.1.0 files are 'v0');
+            'v0' or 'v1' overrides it.
+        backend: 'torch' or 'onnxruntime' (a .pth is exported to ONNX once and cached).
+        precision: 'fp32', or 'fp16' (torch backend on CUDA).
         """
         preset = get_preset(name)
         if box_convention not in ("auto", *CONVENTIONS):
             raise ValueError(f"box_convention must be auto, v0 or v1, got {box_convention!r}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         torch_device = resolve_device(device)
-        net = PointPillarsNet(preset)
-        if checkpoint is None or str(checkpoint) == "":
-            placeholder_weights(net, preset, preset.test_cfg.score_thr)
-            convention, source = "v1", "seeded random placeholder weights (detections are meaningless)"
-            log.warning("preset %s: no checkpoint given, using %s", name, source)
+        if checkpoint is not None and str(checkpoint).endswith(".onnx"):
+            if backend != "onnxruntime":
+                raise ValueError(f"{checkpoint} is an ONNX file: use backend 'onnxruntime' (or give the .pth checkpoint)")
+            meta = read_metadata(checkpoint)
+            if meta.get("preset") != name:
+                raise CheckpointError(f"ONNX file {checkpoint} was exported for preset {meta.get('preset')!r}, not {name!r}")
+            convention, source = meta.get("box_convention", "v1"), str(checkpoint)
+            onnx_path = Path(checkpoint)
         else:
-            ckpt = read_checkpoint(checkpoint, verify_sha256=verify_sha256)
-            load_into(net, ckpt, preset)
-            convention = box_convention_of(ckpt.meta)
-            source = str(checkpoint)
+            net = PointPillarsNet(preset)
+            if checkpoint is None or str(checkpoint) == "":
+                placeholder_weights(net, preset, preset.test_cfg.score_thr)
+                convention, source = "v1", "seeded random placeholder weights (detections are meaningless)"
+                log.warning("preset %s: no checkpoint given, using %s", name, source)
+            else:
+                ckpt = read_checkpoint(checkpoint, verify_sha256=verify_sha256)
+                load_into(net, ckpt, preset)
+                convention, source = box_convention_of(ckpt.meta), str(checkpoint)
+            if backend == "onnxruntime":
+                onnx_path = cached_export(net, preset, convention)
         if box_convention != "auto":
             convention = box_convention
-        log.info("preset %s: weights from %s, box convention %s, device %s", name, source, convention, torch_device)
-        return cls(preset, net, convention, torch_device, source)
+        if backend == "torch":
+            runner: InferenceBackend = TorchBackend(net, torch_device, precision)
+        else:
+            if precision != "fp32":
+                raise ValueError("the onnxruntime backend runs fp32 exports; use the torch backend for fp16")
+            runner = OnnxRuntimeBackend(onnx_path, torch_device)
+        log.info("preset %s: weights from %s, box convention %s, %s backend on %s", name, source, convention, backend, torch_device)
+        return cls(preset, runner, convention, torch_device, source)
 
     # -- stages -----------------------------------------------------------------------------
 
@@ -154,22 +187,10 @@ class Detector:
             empty = Detections.empty(self.preset.class_names, self.preset.box_code_size)
             empty.stats, empty.timings_ms = stats, {**timings, "total": (time.perf_counter() - start) * 1e3}
             return empty
-        net = self.net
         with self._stage(timings, "inference", always=True):
-            with self._stage(timings, "encoder"):
-                canvas = net.encode(pillars)
-            with self._stage(timings, "backbone"):
-                feats = net.pts_backbone(canvas)
-            with self._stage(timings, "neck"):
-                feats = net.pts_neck(feats)
-            with self._stage(timings, "head"):
-                maps = net.pts_bbox_head(feats)
+            maps = self.backend(pillars.network_inputs(), self._fine_stage(timings))
         with self._stage(timings, "postprocess", always=True):
-            head = net.pts_bbox_head
-            levels = [head.flatten(*m) for m in maps]
-            anchors = [self.anchors(i, tuple(m[0].shape[-2:])) for i, m in enumerate(maps)]
-            cand = select_candidates(levels, anchors, self.preset.test_cfg.nms_pre)
-            boxes, scores, labels = postprocess(cand, self.postprocess_config())
+            boxes, scores, labels = postprocess(self.candidates(maps), self.postprocess_config())
             result = Detections(
                 boxes=boxes.float().cpu().numpy(),
                 scores=scores.float().cpu().numpy(),
@@ -179,6 +200,16 @@ class Detector:
         timings["total"] = (time.perf_counter() - start) * 1e3
         result.timings_ms, result.stats = timings, stats
         return result
+
+    def candidates(self, maps: list[torch.Tensor]) -> Candidates:
+        """Raw head maps (cls, reg, dir per level) -> decoded top-k candidates of all levels."""
+        p = self.preset
+        levels = [flatten_maps(*maps[i:i + 3], p.num_classes, p.box_code_size) for i in range(0, len(maps), 3)]
+        anchors = [self.anchors(i // 3, tuple(maps[i].shape[-2:])) for i in range(0, len(maps), 3)]
+        return select_candidates(levels, anchors, p.test_cfg.nms_pre)
+
+    def _fine_stage(self, timings: dict[str, float]):
+        return lambda name: self._stage(timings, name)
 
     @contextmanager
     def _stage(self, timings: dict[str, float], name: str, always: bool = False) -> Iterator[None]:

@@ -21,13 +21,14 @@ class Anchor3DHead(nn.Module):
         """Per level: raw maps cls [1, A*K, H, W], reg [1, A*code, H, W], dir [1, A*2, H, W]."""
         return [(self.conv_cls(f), self.conv_reg(f), self.conv_dir_cls(f)) for f in feats]
 
-    def flatten(self, cls: torch.Tensor, reg: torch.Tensor, direction: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """One image's maps -> rows matching the anchors: [H*W*A, K], [H*W*A, code], [H*W*A, 2]."""
-        return (
-            cls[0].permute(1, 2, 0).reshape(-1, self.num_classes),
-            reg[0].permute(1, 2, 0).reshape(-1, self.code_size),
-            direction[0].permute(1, 2, 0).reshape(-1, 2),
-        )
+
+def flatten_maps(cls: torch.Tensor, reg: torch.Tensor, direction: torch.Tensor, num_classes: int, code_size: int) -> tuple[torch.Tensor, ...]:
+    """One image's raw maps of one level -> rows matching its anchors: [H*W*A, K], [H*W*A, code], [H*W*A, 2]."""
+    return (
+        cls[0].permute(1, 2, 0).reshape(-1, num_classes),
+        reg[0].permute(1, 2, 0).reshape(-1, code_size),
+        direction[0].permute(1, 2, 0).reshape(-1, 2),
+    )
 
 
 def _centres(lo: torch.Tensor, hi: torch.Tensor, n: int) -> torch.Tensor:

@@ -13,7 +13,6 @@ from .head import Anchor3DHead
 from .necks import build_neck
 from .pillars import HardVFE, scatter_to_canvas
 from .presets import Preset
-from .voxelize import Pillars
 
 
 class PointPillarsNet(nn.Module):
@@ -29,10 +28,14 @@ class PointPillarsNet(nn.Module):
             preset.head_channels, preset.anchors.num_per_location, preset.num_classes, preset.box_code_size
         )
 
-    def encode(self, pillars: Pillars) -> torch.Tensor:
-        """Pillars -> BEV canvas [1, 64, ny, nx]."""
-        return scatter_to_canvas(self.pts_voxel_encoder(pillars), pillars.coors, self.grid_yx)
+    def encode(self, points: torch.Tensor, point_pillar: torch.Tensor, coors: torch.Tensor, num_points: torch.Tensor) -> torch.Tensor:
+        """Kept points of M pillars (see `Pillars`) -> BEV canvas [1, 64, ny, nx]."""
+        return scatter_to_canvas(self.pts_voxel_encoder(points, point_pillar, coors, num_points), coors, self.grid_yx)
 
-    def forward_canvas(self, canvas: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """Canvas -> per level raw head maps (cls, reg, dir)."""
-        return self.pts_bbox_head(self.pts_neck(self.pts_backbone(canvas)))
+    def forward_canvas(self, canvas: torch.Tensor) -> list[torch.Tensor]:
+        """Canvas -> raw head maps, level after level: cls [1, A*K, H, W], reg, dir."""
+        return [m for level in self.pts_bbox_head(self.pts_neck(self.pts_backbone(canvas))) for m in level]
+
+    def forward(self, points: torch.Tensor, point_pillar: torch.Tensor, coors: torch.Tensor, num_points: torch.Tensor) -> list[torch.Tensor]:
+        """Pillars -> raw head maps (the boundary that runtime backends and ONNX export share)."""
+        return self.forward_canvas(self.encode(points, point_pillar, coors, num_points))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .voxelize import Pillars
 
 BN_EPS = 1e-3
 BN_MOMENTUM = 0.01
@@ -58,35 +57,35 @@ class HardVFE(nn.Module):
         self.offset = tuple(v / 2 + lo for v, lo in zip(self.voxel_size, point_cloud_range[:3]))
         self.max_num_points = max_num_points
 
-    def augment(self, pillars: Pillars) -> torch.Tensor:
+    def augment(self, points: torch.Tensor, point_pillar: torch.Tensor, coors: torch.Tensor, num_points: torch.Tensor) -> torch.Tensor:
         """[P, 10] = x, y, z, dt, offsets to the pillar's point mean, offsets to the pillar centre."""
-        pts = pillars.points
-        xyz = pts[:, :3]
-        sums = xyz.new_zeros((pillars.num_pillars, 3)).index_add_(0, pillars.point_pillar, xyz)
-        mean = sums / pillars.num_points.to(xyz.dtype).unsqueeze(1)
+        xyz = points[:, :3]
+        # scatter_add rather than index_add: the ONNX exporter turns index_add into a plain overwrite.
+        sums = xyz.new_zeros((coors.shape[0], 3)).scatter_add_(0, point_pillar.unsqueeze(1).expand_as(xyz), xyz)
+        mean = sums / num_points.to(xyz.dtype).unsqueeze(1)
         # mmdet3d's operation order (coor * size + offset), for float32 exactness.
-        cell_xyz = pillars.coors.flip(1).to(xyz.dtype)[pillars.point_pillar]
-        size = xyz.new_tensor(self.voxel_size)
-        centre = cell_xyz * size + xyz.new_tensor(self.offset)
-        return torch.cat([pts, xyz - mean[pillars.point_pillar], xyz - centre], dim=1)
+        cell_xyz = coors.flip(1).to(xyz.dtype)[point_pillar]
+        centre = cell_xyz * xyz.new_tensor(self.voxel_size) + xyz.new_tensor(self.offset)
+        return torch.cat([points, xyz - mean[point_pillar], xyz - centre], dim=1)
 
-    def forward(self, pillars: Pillars) -> torch.Tensor:
-        """Pillars with P points in M pillars -> features [M, C_out]."""
-        x = self.augment(pillars)
+    def forward(self, points: torch.Tensor, point_pillar: torch.Tensor, coors: torch.Tensor, num_points: torch.Tensor) -> torch.Tensor:
+        """Kept points [P, 4] of M pillars (see `Pillars`) -> pillar features [M, C_out]."""
+        x = self.augment(points, point_pillar, coors, num_points)
+        padded = (num_points < self.max_num_points).unsqueeze(1)
         # What a padded (all-zero) slot becomes after each layer: one row per pillar.
-        pad = x.new_zeros((pillars.num_pillars, x.shape[1]))
+        pad = x.new_zeros((coors.shape[0], x.shape[1]))
         for layer in self.vfe_layers[:-1]:
             x, pad = layer(x), layer(pad)
-            pooled = self._pool(x, pad, pillars)
-            x = torch.cat([x, pooled[pillars.point_pillar]], dim=1)
+            pooled = self._pool(x, pad, point_pillar, padded)
+            x = torch.cat([x, pooled[point_pillar]], dim=1)
             pad = torch.cat([pad, pooled], dim=1)
         last = self.vfe_layers[-1]
-        return self._pool(last(x), last(pad), pillars)
+        return self._pool(last(x), last(pad), point_pillar, padded)
 
-    def _pool(self, x: torch.Tensor, pad: torch.Tensor, pillars: Pillars) -> torch.Tensor:
+    @staticmethod
+    def _pool(x: torch.Tensor, pad: torch.Tensor, point_pillar: torch.Tensor, padded: torch.Tensor) -> torch.Tensor:
         """Max over each pillar's points and, where it has free slots, its padding value."""
-        pooled = segment_max(x, pillars.point_pillar, pillars.num_pillars)
-        padded = (pillars.num_points < self.max_num_points).unsqueeze(1)
+        pooled = segment_max(x, point_pillar, pad.shape[0])
         return torch.where(padded, torch.maximum(pooled, pad), pooled)
 
 

@@ -41,11 +41,11 @@ def placeholder_weights(net: PointPillarsNet, preset: Preset, score_thr: float) 
         m.reset_running_stats()
         m.momentum = None  # cumulative average: one pass gives exactly that pass's statistics
     net.train()
-    net.forward_canvas(net.encode(pillars))
+    net(*pillars.network_inputs())
     net.eval()
     for m in norms:
         m.momentum = 0.01
-    logits = torch.cat([cls.flatten() for cls, _, _ in net.forward_canvas(net.encode(pillars))])
+    logits = torch.cat([cls.flatten() for cls in net(*pillars.network_inputs())[0::3]])
     kth = torch.topk(logits, min(TARGET_BOXES, logits.numel())).values[-1]
     threshold_logit = float(np.log(score_thr / (1 - score_thr)))
     net.pts_bbox_head.conv_cls.bias += threshold_logit - float(kth) + 1e-3

@@ -37,6 +37,10 @@ class Pillars:
     def num_pillars(self) -> int:
         return int(self.coors.shape[0])
 
+    def network_inputs(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(points, point_pillar, coors, num_points): what the pillar encoder consumes."""
+        return self.points, self.point_pillar, self.coors, self.num_points
+
     def dense(self, max_num_points: int) -> torch.Tensor:
         """mmcv's padded layout [M, max_num_points, C], zeros in unused slots."""
         out = self.points.new_zeros((self.num_pillars, max_num_points, self.points.shape[1]))

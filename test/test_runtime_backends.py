@@ -1,0 +1,125 @@
+"""Runtime backends: ONNX export and onnxruntime against torch fp32 CPU, provider order, CUDA paths."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from regnet_pillars_ros.model import Detector, get_preset
+from regnet_pillars_ros.model.checkpoint import CheckpointError
+from regnet_pillars_ros.model.postprocess import physical_bev
+from regnet_pillars_ros.model.rotated_nms import rotated_iou_bev
+from regnet_pillars_ros.runtime.backends import onnx_providers
+from regnet_pillars_ros.runtime.export import OPSET, export_onnx, read_metadata
+
+FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "mmdet3d" / "nus-regnetx-400mf-secfpn-s11"
+PRESET = "nus-regnetx-400mf-secfpn"
+pytestmark = pytest.mark.skipif(not FIXTURE.is_dir(), reason=f"fixture not found at {FIXTURE}")
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run with the device tool)")
+
+
+@pytest.fixture(scope="module")
+def points() -> np.ndarray:
+    return np.load(FIXTURE / "points.npy")
+
+
+@pytest.fixture(scope="module")
+def reference(points):
+    return Detector.from_preset(PRESET, FIXTURE / "checkpoint.pth")(points)
+
+
+@pytest.fixture(scope="module")
+def onnx_file(tmp_path_factory) -> Path:
+    detector = Detector.from_preset(PRESET, FIXTURE / "checkpoint.pth")
+    path = tmp_path_factory.mktemp("onnx") / "model.onnx"
+    report = export_onnx(detector.net, detector.preset, detector.box_convention, path)
+    assert report.max_abs_diff < 1e-3 * report.max_abs_value
+    return path
+
+
+def assert_same_detections(got, ref, centre_tol=0.01, score_tol=1e-3):
+    """fp32 parity: same labels, centres within 1 cm, scores within 1e-3 (paired by label and position)."""
+    assert len(got) == len(ref)
+    order_g, order_r = np.lexsort((got.boxes[:, 0], got.labels)), np.lexsort((ref.boxes[:, 0], ref.labels))
+    np.testing.assert_array_equal(got.labels[order_g], ref.labels[order_r])
+    np.testing.assert_allclose(got.boxes[order_g, :3], ref.boxes[order_r, :3], atol=centre_tol)
+    np.testing.assert_allclose(got.scores[order_g], ref.scores[order_r], atol=score_tol)
+
+
+def test_export_records_preset_convention_and_opset(onnx_file):
+    meta = read_metadata(onnx_file)
+    assert meta["preset"] == PRESET and meta["box_convention"] == "v1" and meta["opset"] == str(OPSET)
+
+
+def test_onnxruntime_cpu_matches_torch(onnx_file, points, reference):
+    detector = Detector.from_preset(PRESET, onnx_file, backend="onnxruntime")
+    assert detector.backend.providers == ["CPUExecutionProvider"]
+    assert_same_detections(detector(points), reference)
+
+
+def test_pth_with_onnxruntime_exports_once_to_the_cache(tmp_path, monkeypatch, points, reference):
+    monkeypatch.setenv("REGNET_PILLARS_CACHE", str(tmp_path))
+    detector = Detector.from_preset(PRESET, FIXTURE / "checkpoint.pth", backend="onnxruntime")
+    exported = list((tmp_path / "onnx").glob("*.onnx"))
+    assert len(exported) == 1
+    assert_same_detections(detector(points), reference)
+    mtime = exported[0].stat().st_mtime_ns
+    Detector.from_preset(PRESET, FIXTURE / "checkpoint.pth", backend="onnxruntime")
+    assert exported[0].stat().st_mtime_ns == mtime
+
+
+def test_onnx_of_another_preset_is_refused(onnx_file):
+    with pytest.raises(CheckpointError, match="exported for preset"):
+        Detector.from_preset("nus-regnetx-400mf-fpn", onnx_file, backend="onnxruntime")
+    with pytest.raises(ValueError, match="use backend 'onnxruntime'"):
+        Detector.from_preset(PRESET, onnx_file, backend="torch")
+
+
+def test_bad_backend_and_precision_are_refused():
+    with pytest.raises(ValueError, match="backend must be one of"):
+        Detector.from_preset(PRESET, backend="tensorflow")
+    with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
+        Detector.from_preset(PRESET, precision="fp16")
+
+
+def test_provider_order_prefers_tensorrt_then_cuda(tmp_path):
+    import onnxruntime as ort
+
+    available = set(ort.get_available_providers())
+    names = [p[0] if isinstance(p, tuple) else p for p in onnx_providers(torch.device("cuda"), tmp_path / "trt")]
+    expected = [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider") if p in available] + ["CPUExecutionProvider"]
+    assert names == expected
+    assert onnx_providers(torch.device("cpu")) == ["CPUExecutionProvider"]
+
+
+@needs_cuda
+def test_torch_cuda_fp32_matches_cpu(points, reference):
+    assert_same_detections(Detector.from_preset(PRESET, FIXTURE / "checkpoint.pth", device="cuda")(points), reference)
+
+
+@needs_cuda
+def test_torch_cuda_fp16_match_rate(points, reference):
+    """fp16: same-class pairs with BEV IoU > 0.9 for at least 99% of the boxes scoring > 0.3."""
+    got = Detector.from_preset(PRESET, FIXTURE / "checkpoint.pth", device="cuda", precision="fp16")(points)
+    strong = reference.scores > 0.3
+    assert strong.sum() > 0
+    ref_bev = physical_bev(torch.from_numpy(reference.boxes[strong]), "v1")
+    got_bev = physical_bev(torch.from_numpy(got.boxes), "v1")
+    iou = rotated_iou_bev(ref_bev, got_bev).numpy()
+    same_class = reference.labels[strong][:, None] == got.labels[None, :]
+    matched = ((iou > 0.9) & same_class).any(axis=1)
+    assert matched.mean() >= 0.99
+
+
+@needs_cuda
+def test_onnxruntime_gpu_provider_matches_torch(onnx_file, points, reference):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("this onnxruntime build has no CUDA provider")
+    detector = Detector.from_preset(PRESET, onnx_file, backend="onnxruntime", device="cuda")
+    if detector.backend.providers[0] == "CPUExecutionProvider":
+        pytest.skip("the CUDA provider is listed but could not start (CUDA libraries missing)")
+    assert_same_detections(detector(points), reference)
