@@ -1,0 +1,74 @@
+"""detector_node with ego motion from nav_msgs/Odometry and boxes published in target_frame
+(another process, real DDS; runs after test_node.py's node has stopped)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+pytest.importorskip("rclpy", reason="rclpy not installed (scripts/setup_env.sh)")
+pytest.importorskip("vision_msgs.msg", reason="vision_msgs not generated (scripts/setup_env.sh)")
+
+import rclpy  # noqa: E402
+from nav_msgs.msg import Odometry  # noqa: E402
+
+from node_probe import (NODE, NodeProcess, Probe, flat_scores_checkpoint, node_args,  # noqa: E402
+                        scene, stamp_of)
+from regnet_pillars_ros.model import get_preset  # noqa: E402
+
+NUS = get_preset("nus-regnetx-400mf-fpn")
+SEC = 1_000_000_000
+EGO_X, EGO_YAW, LIDAR_X = 100.0, 0.3, 1.0  # LIDAR_X: the probe's static base_link -> lidar_top
+
+
+@pytest.fixture
+def probe(tmp_path):
+    ckpt = flat_scores_checkpoint(tmp_path / "flat.pth", NUS.name,
+                                  {n: 0.9 if n == "car" else 0.01 for n in NUS.class_names})
+    node = NodeProcess(node_args(tmp_path, NUS.name, checkpoint=str(ckpt), max_detections=10,
+                                 num_sweeps=2, ego_motion_source="odometry",
+                                 target_frame="odom", tf_wait_s=3.0), tmp_path / "node.log")
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    probe = Probe(context, watch=node.check)
+    try:
+        probe.wait(lambda: probe.labels, "LabelInfo from the starting node")
+        yield probe
+    finally:
+        probe.close()
+        context.try_shutdown()
+        node.stop()
+
+
+def odometry(stamp_ns: int, x: float, yaw: float) -> Odometry:
+    msg = Odometry()
+    msg.header.frame_id, msg.child_frame_id = "odom", "base_link"
+    msg.header.stamp = stamp_of(stamp_ns)
+    msg.pose.pose.position.x = x
+    msg.pose.pose.orientation.z, msg.pose.pose.orientation.w = math.sin(yaw / 2), math.cos(yaw / 2)
+    return msg
+
+
+def test_odometry_stacks_sweeps_and_boxes_come_out_in_the_target_frame(probe):
+    odom_pub = probe.node.create_publisher(Odometry, f"{NODE}/input/odometry", 10)
+    stamps = [50 * SEC, 50 * SEC + SEC // 10]
+    for k, s in enumerate(stamps):
+        odom_pub.publish(odometry(s, EGO_X + 0.5 * k, EGO_YAW))
+        msg = probe.detect(scene(), s, frame="lidar_top", with_tf=False)
+    assert msg.header.frame_id == "odom" and msg.header.stamp == stamp_of(stamps[-1])
+    assert len(msg.detections) == 10
+    inverse = np.array([[math.cos(EGO_YAW), math.sin(EGO_YAW)],
+                        [-math.sin(EGO_YAW), math.cos(EGO_YAW)]])
+    for det in msg.detections:
+        c, q, size = det.bbox.center.position, det.bbox.center.orientation, det.bbox.size
+        yaw = 2 * math.atan2(q.z, q.w)
+        # Boxes are anchors in the LiDAR frame: yaw 0 or 1.57 there, plus the ego's yaw here.
+        assert min(abs(math.remainder(yaw - EGO_YAW - r, math.pi))
+                   for r in NUS.anchors.rotations) < 1e-4
+        in_lidar = inverse @ np.array([c.x - EGO_X - 0.5, c.y]) - (LIDAR_X, 0.0)
+        assert np.abs(in_lidar).max() <= 50.0 + 1e-3  # inside the preset's range, ego-relative
+        assert c.z == pytest.approx(NUS.anchors.ranges[0][2] + size.z / 2, abs=1e-4)
+    values = probe.fresh_counters()
+    assert values["last_sweeps"] == "2"
+    assert values.get("ego_motion_missing", "0") == "0" and values.get("tf_failures", "0") == "0"
