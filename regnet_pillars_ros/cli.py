@@ -19,7 +19,9 @@ from .model.checkpoint import CONVENTIONS, random_state_dict, write_checkpoint
 from .model.network import PointPillarsNet
 from .model.pycls_convert import convert_file
 from .pointfiles import read_points
+from .runtime.backends import BACKENDS, PRECISIONS
 from .runtime.bench import DEFAULT_POINTS, BenchConfig, markdown_table, run_bench, write_report
+from .runtime.export import OPSET, export_onnx
 
 PROG = "regnet-pillars"
 DEVICES = ("cpu", "cuda", "auto")
@@ -67,7 +69,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     points = read_points(args.points, args.dims)
     detector = Detector.from_preset(
         args.preset, args.checkpoint, device=args.device, box_convention=args.box_convention,
-        verify_sha256=not args.no_verify_sha256,
+        verify_sha256=not args.no_verify_sha256, backend=args.backend, precision=args.precision,
     )
     if args.score_threshold is not None:
         detector.score_threshold = args.score_threshold
@@ -80,7 +82,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
         box_convention=np.array(detector.box_convention), preset=np.array(args.preset),
     )
     how = "as given" if args.box_convention != "auto" else "from the checkpoint" if args.checkpoint else "placeholder weights"
-    print(f"preset {args.preset}; weights: {detector.source}; device {detector.device}")
+    print(f"preset {args.preset}; weights: {detector.source}; {detector.backend.name} backend on {detector.device}")
     print(f"box convention of the weights: {detector.box_convention} ({how}); boxes are written in the mmdet3d 1.x convention")
     stats = result.stats
     print(
@@ -103,6 +105,18 @@ def cmd_make_checkpoint(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    detector = Detector.from_preset(
+        args.preset, args.checkpoint, box_convention=args.box_convention, verify_sha256=not args.no_verify_sha256
+    )
+    report = export_onnx(detector.net, detector.preset, detector.box_convention, args.output, opset=args.opset)
+    print(f"wrote {report.path}: preset {args.preset}, box convention {detector.box_convention}, opset {report.opset}, "
+          f"weights {detector.source}")
+    print(f"checked against torch on a second cloud: max |difference| {report.max_abs_diff:.2e} "
+          f"(outputs up to {report.max_abs_value:.1f})")
+    return 0
+
+
 def cmd_convert_regnet(args: argparse.Namespace) -> int:
     state = convert_file(args.input, args.output)
     print(f"wrote {args.output}: {len(state)} tensors renamed to mmdet RegNet keys ({{'state_dict': ...}})")
@@ -114,6 +128,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     config = BenchConfig(
         presets=presets, device=args.device, num_points=args.points, repeats=args.repeats, warmup=args.warmup,
         cloud=args.cloud, checkpoint=args.checkpoint, threads=args.threads, score_threshold=args.score_threshold,
+        backends=list(BACKENDS) if args.backend == "all" else [args.backend], precision=args.precision,
     )
     report = run_bench(config)
     json_path = args.json or Path("results") / "bench" / f"bench-{args.preset}-{args.device}.json"
@@ -137,6 +152,14 @@ def add_command(sub: argparse._SubParsersAction, name: str, summary: str, epilog
     return sub.add_parser(
         name, help=summary, description=summary, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs
     )
+
+
+def add_backend_options(parser: argparse.ArgumentParser, allow_all: bool = False) -> None:
+    choices = (*BACKENDS, "all") if allow_all else BACKENDS
+    parser.add_argument("--backend", default="torch", choices=choices,
+                        help="torch, or onnxruntime (a .pth is exported to ONNX once and cached; an .onnx runs as is)"
+                        + (", or all" if allow_all else "") + " (default torch)")
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="fp32, or fp16 (torch on CUDA) (default fp32)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -171,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="convention of the weights: auto reads the checkpoint's meta (official v0.1.0 files: v0)")
     detect.add_argument("--score-threshold", type=float, help="minimum score (default: the preset's test_cfg, 0.05)")
     detect.add_argument("--device", default="cpu", choices=DEVICES, help="cpu, cuda or auto (cuda when available)")
+    add_backend_options(detect)
     detect.add_argument("--no-verify-sha256", action="store_true",
                         help="skip the check of an official file name's sha256 prefix")
     detect.add_argument("--show", type=int, default=20, metavar="N", help="table rows to print (default 20)")
@@ -190,6 +214,24 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument("--convention", default="v1", choices=CONVENTIONS, help="box convention recorded in meta (default v1)")
     make.add_argument("--output", "-o", required=True, type=Path, help="the .pth to write")
     make.set_defaults(run=cmd_make_checkpoint)
+
+    export = add_command(
+        sub, "export", "export a preset's network (pillar encoder through head) to ONNX",
+        "The graph takes the pillars (points [P, 4], point_pillar [P], coors [M, 3], num_points [M];\n"
+        "P and M dynamic) and returns the raw head maps; voxelization and decoding/NMS stay in torch.\n"
+        "The file records preset, box convention and opset in its metadata, and is checked against\n"
+        "torch on a cloud it was not traced with. Run it with --backend onnxruntime (detect, bench,\n"
+        "node); onnxruntime-gpu then picks TensorRT, CUDA or the CPU, whichever is available.\n\n"
+        f"example:\n  {PROG} export --preset nus-regnetx-400mf-fpn --checkpoint model.pth -o model.onnx",
+    )
+    export.add_argument("--preset", required=True, choices=PRESET_NAMES, metavar="PRESET", help="one of the nine presets")
+    export.add_argument("--checkpoint", type=Path, help="official or generated .pth (default: seeded random weights)")
+    export.add_argument("--box-convention", default="auto", choices=("auto", *CONVENTIONS),
+                        help="convention of the weights, recorded in the file (auto: from the checkpoint)")
+    export.add_argument("--no-verify-sha256", action="store_true", help="skip the check of an official file name's sha256")
+    export.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default {OPSET}, the lowest that works)")
+    export.add_argument("--output", "-o", required=True, type=Path, help="the .onnx to write")
+    export.set_defaults(run=cmd_export)
 
     convert = add_command(
         sub, "convert-regnet", "rename a pycls RegNet checkpoint's keys to mmdet's (regnet2mmdet)",
@@ -225,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--warmup", type=int, default=1, help="untimed frames first (default 1)")
     bench.add_argument("--cloud", type=Path, help="time this merged cloud (.npy [N, 5] x, y, z, intensity, dt) instead")
     bench.add_argument("--checkpoint", type=Path, help="weights for a single preset (default: seeded random)")
+    add_backend_options(bench, allow_all=True)
     bench.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     bench.add_argument("--score-threshold", type=float, help="override the preset's score threshold (0 stresses NMS)")
     bench.add_argument("--json", type=Path, help="JSON path; .md and .png go next to it "

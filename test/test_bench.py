@@ -26,7 +26,11 @@ def test_tiny_bench_reports_every_field(tmp_path, capsys):
     assert report["cloud"]["points"] == 3000 and "placeholder weights" in report["weights_note"]
     (result,) = report["results"]
     assert result["preset"] == PRESET
+    assert result["backend"] == "torch" and result["precision"] == "fp32"
     for key, _ in STAGES:
+        if key == "network":  # the onnxruntime backend's single network stage
+            assert key not in result["stages_ms"]
+            continue
         stage = result["stages_ms"][key]
         assert isinstance(stage["median"], float) and stage["median"] > 0
         assert stage["p90"] >= stage["median"]
@@ -36,7 +40,18 @@ def test_tiny_bench_reports_every_field(tmp_path, capsys):
     assert result["frame"]["points_in"] == 3000 and result["frame"]["pillars"] > 0
     assert result["memory_mib"]["cpu_peak_rss"] > 0
     assert (tmp_path / "out" / "bench.md").read_text() in out  # the printed table is the written one
-    assert f"| {PRESET} | {result['frame']['points_in_range']} | {result['frame']['pillars']} |" in out
+    assert f"| {PRESET} | torch fp32 | {result['frame']['points_in_range']} | {result['frame']['pillars']} |" in out
+
+
+def test_bench_covers_every_backend(tmp_path, monkeypatch):
+    monkeypatch.setenv("REGNET_PILLARS_CACHE", str(tmp_path / "cache"))
+    json_path = tmp_path / "bench.json"
+    assert main(["bench", "--preset", PRESET, "--backend", "all", "--points", "3000", "--repeats", "1",
+                 "--warmup", "0", "--json", str(json_path)]) == 0
+    torch_run, ort_run = json.loads(json_path.read_text())["results"]
+    assert (torch_run["backend"], ort_run["backend"]) == ("torch", "onnxruntime")
+    assert ort_run["stages_ms"]["network"]["median"] > 0 and "backbone" not in ort_run["stages_ms"]
+    assert ort_run["frame"] == torch_run["frame"]  # same cloud, same pillars, same detections count
 
 
 @pytest.mark.parametrize("source", [COMPOSITE_CLOUD, None], ids=["real-composite", "synthetic"])

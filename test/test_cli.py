@@ -198,3 +198,21 @@ def test_demo_passes_its_arguments_on(capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "regnet_pillars_ros.ros.demo", fake)
     assert run(capsys, "demo", "--rate", "2", "--help")[0] == 3
     assert seen == [["--rate", "2", "--help"]]
+
+
+def test_export_writes_a_checked_onnx_file_that_detect_runs(capsys, tmp_path):
+    """Placeholder weights (no --checkpoint) are deterministic, so torch and the export must agree."""
+    onnx_path = tmp_path / "model.onnx"
+    code, out, err = run(capsys, "export", "--preset", CHEAP_PRESET, "-o", onnx_path)
+    assert code == 0, err
+    assert "opset 18" in out and "max |difference|" in out
+    np.save(tmp_path / "cloud.npy", synthetic_scene(seed=0)[::3])
+    via_onnx, via_torch = tmp_path / "onnx.npz", tmp_path / "torch.npz"
+    code, out, err = run(capsys, "detect", "--preset", CHEAP_PRESET, "--checkpoint", onnx_path, "--backend", "onnxruntime",
+                         "--points", tmp_path / "cloud.npy", "-o", via_onnx)
+    assert code == 0 and "onnxruntime backend" in out, err
+    assert run(capsys, "detect", "--preset", CHEAP_PRESET, "--points", tmp_path / "cloud.npy", "-o", via_torch)[0] == 0
+    with np.load(via_onnx) as a, np.load(via_torch) as b:
+        assert len(b["labels"]) > 0
+        np.testing.assert_array_equal(np.sort(a["labels"]), np.sort(b["labels"]))
+        np.testing.assert_allclose(np.sort(a["scores"]), np.sort(b["scores"]), atol=1e-3)

@@ -35,6 +35,7 @@ STAGES = (
     ("backbone", "backbone"),
     ("neck", "neck"),
     ("head", "head"),
+    ("network", "network (onnxruntime)"),
     ("postprocess", "decode+NMS (postprocess)"),
     ("total", "total"),
 )
@@ -49,6 +50,8 @@ class BenchConfig:
     warmup: int = 1
     cloud: Path | None = None  # a merged [N, 5] cloud to time instead of the generated one
     checkpoint: Path | None = None  # None: seeded random weights
+    backends: list[str] = field(default_factory=lambda: ["torch"])
+    precision: str = "fp32"
     threads: int | None = None
     score_threshold: float | None = None  # None: the preset's test_cfg value
     seed: int = 0
@@ -57,6 +60,8 @@ class BenchConfig:
 @dataclass
 class PresetResult:
     preset: str
+    backend: str
+    precision: str
     stages_ms: dict[str, dict[str, float]]  # stage -> {"median", "p90"}
     fps: float
     voxelize_share: float  # preprocess median / total median
@@ -128,7 +133,7 @@ def time_preset(detector: Detector, cloud: np.ndarray, repeats: int, warmup: int
     frames = [detector(cloud) for _ in range(repeats)]
     if frames[0].stats["pillars"] == 0:
         raise ValueError(f"the cloud has no points inside preset {detector.preset.name}'s range; nothing to time")
-    samples = {key: [f.timings_ms[key] for f in frames] for key, _ in STAGES}
+    samples = {key: [f.timings_ms[key] for f in frames] for key, _ in STAGES if key in frames[0].timings_ms}
     stages = {key: percentiles(values) for key, values in samples.items()}
     total = stages["total"]["median"]
     memory = {"cpu_peak_rss": cpu_peak_rss_mib()}
@@ -137,6 +142,8 @@ def time_preset(detector: Detector, cloud: np.ndarray, repeats: int, warmup: int
     last = frames[-1]
     return PresetResult(
         preset=detector.preset.name,
+        backend=detector.backend.name,
+        precision=getattr(detector.backend, "precision", "fp32"),
         stages_ms=stages,
         fps=1000.0 / total,
         voxelize_share=stages["preprocess"]["median"] / total,
@@ -192,10 +199,12 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
         cloud, origin = make_cloud(config.num_points, config.seed)
     results = []
     for name in config.presets:
-        detector = Detector.from_preset(name, config.checkpoint, device=config.device)
-        if config.score_threshold is not None:
-            detector.score_threshold = config.score_threshold
-        results.append(time_preset(detector, cloud, config.repeats, config.warmup))
+        for backend in config.backends:
+            detector = Detector.from_preset(name, config.checkpoint, device=config.device, backend=backend,
+                                            precision=config.precision)
+            if config.score_threshold is not None:
+                detector.score_threshold = config.score_threshold
+            results.append(time_preset(detector, cloud, config.repeats, config.warmup))
     note = (
         "seeded random placeholder weights: the network stages take the same time with any weights, "
         "decode+NMS grows with the boxes above the score threshold (see detections per frame; real weights "
@@ -222,15 +231,17 @@ def markdown_table(report: dict[str, Any]) -> str:
         f"Cloud: {report['cloud']['source']}; {report['weights_note']}.",
         "Times in ms, median / p90.",
         "",
-        "| preset | points in range | pillars | " + " | ".join(label for _, label in STAGES)
+        "| preset | backend | points in range | pillars | " + " | ".join(label for _, label in STAGES)
         + " | fps | peak mem (MiB) | voxelize share | decode+NMS share | detections |",
-        "|---" * (len(STAGES) + 8) + "|",
+        "|---" * (len(STAGES) + 9) + "|",
     ]
     for r in report["results"]:
-        times = " | ".join(f"{r['stages_ms'][k]['median']:.1f} / {r['stages_ms'][k]['p90']:.1f}" for k, _ in STAGES)
+        times = " | ".join(
+            f"{r['stages_ms'][k]['median']:.1f} / {r['stages_ms'][k]['p90']:.1f}" if k in r["stages_ms"] else "-" for k, _ in STAGES
+        )
         memory = " / ".join(f"{v:.0f} ({k})" for k, v in r["memory_mib"].items())
         lines.append(
-            f"| {r['preset']} | {r['frame']['points_in_range']} | {r['frame']['pillars']} | {times} | {r['fps']:.2f} "
+            f"| {r['preset']} | {r['backend']} {r['precision']} | {r['frame']['points_in_range']} | {r['frame']['pillars']} | {times} | {r['fps']:.2f} "
             f"| {memory} | {r['voxelize_share']:.1%} | {r['nms_share']:.1%} | {r['frame']['detections']} |"
         )
     return "\n".join(lines) + "\n"
@@ -249,8 +260,8 @@ def bar_chart(report: dict[str, Any], path: Path) -> bool:
     fig, ax = plt.subplots(figsize=(9, 1.2 + 0.6 * len(results)))
     left = np.zeros(len(results))
     for key, label in STAGES[:-1]:
-        widths = np.array([r["stages_ms"][key]["median"] for r in results])
-        ax.barh([r["preset"] for r in results], widths, left=left, label=label)
+        widths = np.array([r["stages_ms"].get(key, {"median": 0.0})["median"] for r in results])
+        ax.barh([f"{r['preset']} ({r['backend']} {r['precision']})" for r in results], widths, left=left, label=label)
         left += widths
     env = report["environment"]
     ax.set_xlabel("median ms per frame")
