@@ -154,6 +154,16 @@ def add_command(sub: argparse._SubParsersAction, name: str, summary: str, epilog
     )
 
 
+def add_weights_options(parser: argparse.ArgumentParser, convention_help: str) -> None:
+    """--preset, --checkpoint, --box-convention and --no-verify-sha256: which model with which weights."""
+    parser.add_argument("--preset", required=True, choices=PRESET_NAMES, metavar="PRESET", help="one of the nine presets")
+    parser.add_argument("--checkpoint", type=Path, help="official or generated .pth, or an exported .onnx "
+                        "(default: seeded random placeholder weights)")
+    parser.add_argument("--box-convention", default="auto", choices=("auto", *CONVENTIONS), help=convention_help)
+    parser.add_argument("--no-verify-sha256", action="store_true",
+                        help="skip the check of an official file name's sha256 prefix")
+
+
 def add_backend_options(parser: argparse.ArgumentParser, allow_all: bool = False) -> None:
     choices = (*BACKENDS, "all") if allow_all else BACKENDS
     parser.add_argument("--backend", default="torch", choices=choices,
@@ -186,17 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
         f"  {PROG} detect --preset nus-fpn --points n015-...__LIDAR_TOP__1532402927647951.pcd.bin --dims 5 --output pred.npz\n"
         "  (without --checkpoint: seeded random weights, for trying the pipeline only)",
     )
-    detect.add_argument("--preset", required=True, choices=PRESET_NAMES, metavar="PRESET", help="one of the nine presets")
-    detect.add_argument("--checkpoint", type=Path, help="official or generated .pth (default: seeded random weights)")
+    add_weights_options(detect, "convention of the weights: auto reads the checkpoint's meta (official v0.1.0 files: v0)")
     detect.add_argument("--points", required=True, type=Path, help="the cloud: .npy, .bin or .pcd (see below)")
     detect.add_argument("--dims", type=int, help="float32 values per point of a .bin file (4 KITTI, 5 nuScenes/Lyft)")
-    detect.add_argument("--box-convention", default="auto", choices=("auto", *CONVENTIONS),
-                        help="convention of the weights: auto reads the checkpoint's meta (official v0.1.0 files: v0)")
     detect.add_argument("--score-threshold", type=float, help="minimum score (default: the preset's test_cfg, 0.05)")
     detect.add_argument("--device", default="cpu", choices=DEVICES, help="cpu, cuda or auto (cuda when available)")
     add_backend_options(detect)
-    detect.add_argument("--no-verify-sha256", action="store_true",
-                        help="skip the check of an official file name's sha256 prefix")
     detect.add_argument("--show", type=int, default=20, metavar="N", help="table rows to print (default 20)")
     detect.add_argument("--output", "-o", required=True, type=Path, help="the .npz to write")
     detect.set_defaults(run=cmd_detect)
@@ -224,11 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
         "node); onnxruntime-gpu then picks TensorRT, CUDA or the CPU, whichever is available.\n\n"
         f"example:\n  {PROG} export --preset nus-regnetx-400mf-fpn --checkpoint model.pth -o model.onnx",
     )
-    export.add_argument("--preset", required=True, choices=PRESET_NAMES, metavar="PRESET", help="one of the nine presets")
-    export.add_argument("--checkpoint", type=Path, help="official or generated .pth (default: seeded random weights)")
-    export.add_argument("--box-convention", default="auto", choices=("auto", *CONVENTIONS),
-                        help="convention of the weights, recorded in the file (auto: from the checkpoint)")
-    export.add_argument("--no-verify-sha256", action="store_true", help="skip the check of an official file name's sha256")
+    add_weights_options(export, "convention of the weights, recorded in the file (auto: from the checkpoint)")
     export.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default {OPSET}, the lowest that works)")
     export.add_argument("--output", "-o", required=True, type=Path, help="the .onnx to write")
     export.set_defaults(run=cmd_export)

@@ -34,22 +34,28 @@ class Checkpoint:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def read_checkpoint(path: str | Path, verify_sha256: bool = True) -> Checkpoint:
-    """Read a checkpoint file safely; raises CheckpointError naming the file and the reason."""
+def safe_load(path: str | Path, what: str = "checkpoint") -> Any:
+    """`torch.load(weights_only=True)` with errors that name the file and say why (CheckpointError)."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path}: no such file")
-    if verify_sha256:
-        verify_name_hash(path)
+        raise CheckpointError(f"{what} {path}: no such file")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise CheckpointError(
-            f"checkpoint {path}: refused, it holds objects other than tensors and plain containers "
+            f"{what} {path}: refused, it holds objects other than tensors and plain containers "
             f"(a pickle that can run code); only weights_only files are loaded. Detail: {str(exc).splitlines()[0]}"
         ) from exc
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise CheckpointError(f"checkpoint {path}: unreadable or truncated ({exc})") from exc
+        raise CheckpointError(f"{what} {path}: unreadable or truncated ({exc})") from exc
+
+
+def read_checkpoint(path: str | Path, verify_sha256: bool = True) -> Checkpoint:
+    """Read a checkpoint file safely; raises CheckpointError naming the file and the reason."""
+    path = Path(path)
+    if verify_sha256 and path.is_file():
+        verify_name_hash(path)
+    obj = safe_load(path)
     if isinstance(obj, dict) and "state_dict" in obj:
         state, meta = obj["state_dict"], obj.get("meta") or {}
     elif isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):

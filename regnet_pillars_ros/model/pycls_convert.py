@@ -5,13 +5,14 @@ conversion is refused, so a file of another architecture never converts silently
 """
 from __future__ import annotations
 
-import pickle
 import re
 from collections import OrderedDict
 from pathlib import Path
 from typing import Mapping
 
 import torch
+
+from .checkpoint import safe_load
 
 CONV_TAILS = ("weight",)
 BN_TAILS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
@@ -63,17 +64,7 @@ def convert_state_dict(state: Mapping[str, torch.Tensor]) -> "OrderedDict[str, t
 def convert_file(src: str | Path, dst: str | Path) -> "OrderedDict[str, torch.Tensor]":
     """Read a pycls checkpoint (`{'model_state': ...}`) safely, write `{'state_dict': ...}` to `dst`."""
     src, dst = Path(src), Path(dst)
-    if not src.is_file():
-        raise ValueError(f"pycls checkpoint {src}: no such file")
-    try:
-        obj = torch.load(src, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise ValueError(
-            f"pycls checkpoint {src}: refused, it holds objects other than tensors and plain containers "
-            f"(only weights_only files are loaded). Detail: {str(exc).splitlines()[0]}"
-        ) from exc
-    except (RuntimeError, EOFError, OSError) as exc:
-        raise ValueError(f"pycls checkpoint {src}: unreadable or truncated ({exc})") from exc
+    obj = safe_load(src, what="pycls checkpoint")
     if not isinstance(obj, dict) or not isinstance(obj.get("model_state"), Mapping):
         found = sorted(obj)[:8] if isinstance(obj, dict) else type(obj).__name__
         raise ValueError(f"pycls checkpoint {src}: expected a dict with 'model_state' (pycls format), got {found}")
