@@ -119,6 +119,7 @@ def test_thresholds_change_live_and_bad_values_are_rejected(ctx):
     probe = ctx["probe"]
     assert probe.set_parameters(score_threshold=0.95)[0].successful
     assert probe.detect(scene(), T0 + 1 * SEC).detections == []
+    probe.wait(lambda: probe.labels[-1].threshold == pytest.approx(0.95), "LabelInfo at 0.95")
     results = probe.set_parameters(score_threshold=0.3, class_score_thresholds=["car=0.95"])
     assert all(r.successful for r in results)
     assert set(class_ids(probe.detect(scene(), T0 + 2 * SEC))) == {"pedestrian"}

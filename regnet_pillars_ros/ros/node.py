@@ -176,10 +176,12 @@ class DetectorNode(Node):
         except ValueError as exc:
             self.get_logger().warning(f"parameter change rejected: {exc}")
             return SetParametersResult(successful=False, reason=str(exc))
-        if model is not self._model:
+        swapped = model is not self._model
+        if swapped:
             self._serve(model)
-            self._publish_label_info()
             self.health.count("model_swaps")
+        if swapped or "score_threshold" in values:
+            self._publish_label_info()  # it carries the class map and the threshold
         return SetParametersResult(successful=True)
 
     def _publish_label_info(self) -> None:

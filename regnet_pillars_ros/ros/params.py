@@ -32,7 +32,8 @@ PARAMS: tuple[Param, ...] = (
           "preset; setting it swaps the model at runtime"),
     Param("box_convention", "auto", "Box convention of the checkpoint", True,
           choices=("auto", "v0", "v1")),
-    Param("device", "cpu", "Inference device", True, choices=("auto", "cpu", "cuda")),
+    Param("device", "auto", "Inference device (auto: CUDA when available)", True,
+          choices=("auto", "cpu", "cuda")),
     Param("backend", "torch", "Inference backend", True, choices=("torch",)),
     # Output filtering: live.
     Param("score_threshold", 0.3, "Minimum score of a published box", range=(0.0, 1.0)),
