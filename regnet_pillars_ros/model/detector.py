@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ..runtime.backends import BACKENDS, InferenceBackend, OnnxRuntimeBackend, TorchBackend
-from ..runtime.export import cached_export, read_metadata
+from ..runtime.export import cache_dir, cached_export, read_metadata
 from .checkpoint import CONVENTIONS, CheckpointError, box_convention_of, load_into, read_checkpoint
 from .detections import Detections
 from .head import flatten_maps, level_anchors
@@ -137,7 +137,7 @@ class Detector:
         else:
             if precision != "fp32":
                 raise ValueError("the onnxruntime backend runs fp32 exports; use the torch backend for fp16")
-            runner = OnnxRuntimeBackend(onnx_path, torch_device)
+            runner = OnnxRuntimeBackend(onnx_path, torch_device, trt_cache_dir=cache_dir() / "tensorrt")
         log.info("preset %s: weights from %s, box convention %s, %s backend on %s", name, source, convention, backend, torch_device)
         return cls(preset, runner, convention, torch_device, source)
 
