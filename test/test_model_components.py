@@ -242,3 +242,14 @@ def test_limit_period_range():
     assert wrapped.min() >= 0 and wrapped.max() < math.pi
     periods = (vals - wrapped) / math.pi
     torch.testing.assert_close(periods, periods.round(), atol=1e-5, rtol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run with the device tool)")
+def test_voxelize_on_cuda_equals_cpu():
+    p = get_preset("nus-regnetx-400mf-fpn")
+    pts = torch.from_numpy(random_cloud(np.random.default_rng(9), 20000, p.point_cloud_range, p.voxel_size))
+    cpu = voxelize(pts, p.point_cloud_range, p.voxel_size, p.max_num_points, 500)
+    gpu = voxelize(pts.cuda(), p.point_cloud_range, p.voxel_size, p.max_num_points, 500)
+    for name in ("points", "point_pillar", "point_slot", "source_index", "coors", "num_points"):
+        torch.testing.assert_close(getattr(gpu, name).cpu(), getattr(cpu, name), rtol=0, atol=0)
+    assert gpu.overflow == cpu.overflow > 0
