@@ -134,6 +134,7 @@ def test_thresholds_change_live_and_bad_values_are_rejected(ctx):
                            ({"num_sweeps": 3}, "read-only")):
         (result,) = probe.set_parameters(**values)
         assert not result.successful and reason in result.reason, (values, result.reason)
+    assert probe.set_parameters(use_sim_time=False)[0].successful  # rclpy's own parameter
     assert set(class_ids(probe.detect(scene(), T0 + 4 * SEC))) == {"car"}
 
 

@@ -158,7 +158,9 @@ class DetectorNode(Node):
         self._live = live
 
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
-        values = {p.name: ([] if p.value is None else p.value) for p in params}
+        # Only this node's own table; rclpy's parameters (use_sim_time, ...) pass through.
+        values = {p.name: ([] if p.value is None else p.value) for p in params
+                  if p.name in P.PARAMS_BY_NAME}
         try:
             for name, value in values.items():
                 P.validate(name, value)
