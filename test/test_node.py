@@ -25,7 +25,7 @@ from visualization_msgs.msg import Marker  # noqa: E402
 from node_probe import (LATCHED, NodeProcess, Probe, flat_scores_checkpoint,  # noqa: E402
                         node_args, scene, stamp_ns_of, stamp_of, transform)
 from regnet_pillars_ros.model import get_preset  # noqa: E402
-from regnet_pillars_ros.ros.cloud import read_points, to_msg, xyz_dtype  # noqa: E402
+from regnet_pillars_ros.ros.cloud import read_points, to_msg  # noqa: E402
 
 NUS, LYFT = get_preset("nus-regnetx-400mf-fpn"), get_preset("lyft-regnetx-400mf-fpn")
 SEC = 1_000_000_000
