@@ -21,11 +21,15 @@ def surface_distance(points: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return outside + inside
 
 
-def fixed_scene(boxes, velocities=None, names=None, ego: EgoTrajectory = EgoTrajectory()) -> Scene:
-    """A scene of the given world boxes [M, 7] (cars unless ``names``), still unless ``velocities``."""
+def fixed_scene(boxes, velocities=None, names=None, ego: EgoTrajectory = EgoTrajectory(),
+                clutter=None) -> Scene:
+    """A scene of the given world boxes [M, 7] (cars unless ``names``), still unless ``velocities``,
+    with optional clutter walls [K, 7]."""
     boxes = np.asarray(boxes, np.float64).reshape(-1, 7)
     velocities = np.zeros((len(boxes), 2)) if velocities is None else np.asarray(velocities, float)
     names = names or ["car"] * len(boxes)
     class_names = tuple(dict.fromkeys(names))
     labels = np.array([class_names.index(n) for n in names], np.int64)
-    return Scene(boxes, velocities.reshape(-1, 2), labels, class_names, ego)
+    clutter = np.zeros((0, 7)) if clutter is None else np.asarray(clutter, np.float64).reshape(-1, 7)
+    return Scene(boxes, velocities.reshape(-1, 2), labels, class_names, ego, 0.0, clutter,
+                 ("wall",) * len(clutter))

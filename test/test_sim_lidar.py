@@ -7,7 +7,7 @@ import pytest
 
 from regnet_pillars_ros.sim.lidar import GROUND, NO_HIT, LidarConfig, cast_rays, scan
 from regnet_pillars_ros.sim.scene import generate_scene
-from regnet_pillars_ros.sim.sweeps import boxes_in_frame, simulate_sweep
+from regnet_pillars_ros.sim.sweeps import hit_boxes_in_frame, simulate_sweep
 
 from sim_helpers import surface_distance
 
@@ -103,7 +103,8 @@ def test_points_lie_on_surfaces():
     config = LidarConfig()
     scene = generate_scene(seed=4)
     sweep = simulate_sweep(scene, 0, config)
-    boxes = boxes_in_frame(scene, 0.0, sweep.sensor_pose)
+    boxes = hit_boxes_in_frame(scene, 0.0, sweep.sensor_pose)
+    assert len(boxes) == len(scene.boxes) + len(scene.clutter) and len(scene.clutter) > 0
     on_box = sweep.hit >= 0
     assert on_box.sum() > 500
     distance = surface_distance(sweep.points[on_box, :3], boxes)

@@ -111,3 +111,13 @@ def test_sweep_reproducible_by_index(index):
     a, b = simulate_sweep(scene, index), simulate_sweep(scene, index)
     np.testing.assert_array_equal(a.points, b.points)
     assert a.time == pytest.approx(index / LIDAR.rate_hz)
+
+
+def test_clutter_occludes_but_is_not_ground_truth():
+    # Sensor at x = 0.94 m (mount); a 5 m tall wall 10 m ahead of it hides a car 25 m ahead.
+    scene = fixed_scene([[25.94, 0.0, 0.0, 4.6, 1.9, 1.7, 0.0], [0.94, 15.0, 0.0, 4.6, 1.9, 1.7, 0.0]],
+                        clutter=[[10.94, 0.0, 0.0, 0.5, 12.0, 5.0, 0.0]])
+    sample = simulate_sample(scene, key_index=0, num_sweeps=1)
+    assert sample.gt_boxes.shape == (2, 9) and sample.gt_labels.shape == (2,)
+    assert sample.gt_num_points[0] == 0 and sample.gt_num_points[1] > 50
+    assert (sample.key.hit == 2).sum() > 100  # the wall's points, after the annotated boxes

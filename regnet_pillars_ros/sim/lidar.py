@@ -35,7 +35,7 @@ class LidarConfig:
     reflectivity: dict[str, float] = field(default_factory=lambda: {
         "car": 0.45, "truck": 0.4, "trailer": 0.4, "bus": 0.45, "construction_vehicle": 0.5,
         "bicycle": 0.3, "motorcycle": 0.35, "pedestrian": 0.2, "traffic_cone": 0.9,
-        "barrier": 0.6})
+        "barrier": 0.6, "wall": 0.3, "pole": 0.5, "vegetation": 0.15})
     default_reflectivity: float = 0.4
     ground_reflectivity: float = 0.08
 

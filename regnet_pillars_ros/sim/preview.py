@@ -11,14 +11,13 @@ from pathlib import Path
 import numpy as np
 
 from .lidar import bev_corners
-from .scene import generate_scene
-from .sweeps import Sample, simulate_sample, simulate_sweep
+from .scene import Scene, generate_scene
+from .sweeps import Sample, simulate_sample, simulate_sweep, to_frame
 
 
-def draw(sample: Sample, class_names: tuple[str, ...], path: Path, color: str = "dt",
-         extent: float = 60.0) -> None:
-    """Write a PNG: points coloured by ``color`` ('dt' or 'intensity'), GT boxes with a heading
-    tick (solid: with key-sweep points, dashed: without)."""
+def draw(scene: Scene, sample: Sample, path: Path, color: str = "dt", extent: float = 60.0) -> None:
+    """Write a PNG: points coloured by ``color`` ('dt' or 'intensity'), GT boxes in red with a
+    heading tick (solid: with key-sweep points, dashed: without), clutter in grey."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -28,6 +27,8 @@ def draw(sample: Sample, class_names: tuple[str, ...], path: Path, color: str = 
     fig, ax = plt.subplots(figsize=(10, 10), dpi=110)
     sc = ax.scatter(pts[:, 0], pts[:, 1], c=pts[:, column], s=1.0, cmap="viridis", linewidths=0)
     fig.colorbar(sc, ax=ax, shrink=0.7, label=color)
+    for corner in bev_corners(to_frame(scene.clutter, sample.key.sensor_pose)):
+        ax.fill(corner[:, 0], corner[:, 1], color="0.8", zorder=0)
     corners = bev_corners(sample.gt_boxes[:, :7].astype(np.float64))
     for box, corner, label, count in zip(sample.gt_boxes, corners, sample.gt_labels,
                                          sample.gt_num_points):
@@ -37,7 +38,7 @@ def draw(sample: Sample, class_names: tuple[str, ...], path: Path, color: str = 
         front = corner[[0, 3]].mean(axis=0)  # corners 0 and 3 are at +l/2
         ax.plot([box[0], front[0]], [box[1], front[1]], style, color="red", lw=0.8)
         if count:
-            ax.text(box[0], box[1], class_names[label], fontsize=5, color="darkred",
+            ax.text(box[0], box[1], scene.class_names[label], fontsize=5, color="darkred",
                     clip_on=True)
     ax.plot(0, 0, marker=(3, 0, -90), color="black", markersize=10)
     ax.set(xlim=(-extent, extent), ylim=(-extent, extent), aspect="equal", xlabel="x (m)",
@@ -72,8 +73,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bench", action="store_true", help="also print the simulator's speed")
     args = parser.parse_args(argv)
     scene = generate_scene(args.seed)
-    draw(simulate_sample(scene, args.key, seed=args.seed), scene.class_names, args.output,
-         args.color, args.extent)
+    draw(scene, simulate_sample(scene, args.key, seed=args.seed), args.output, args.color,
+         args.extent)
     print(f"wrote {args.output}")
     if args.bench:
         benchmark(args.seed)

@@ -22,7 +22,8 @@ class SimSweep:
     """One revolution as a nuScenes LIDAR_TOP file stores it, with its poses.
 
     points: float32 [N, 5] x, y, z, intensity, ring in the sensor frame at ``time``;
-    hit: int64 [N] the scene box each point lies on, or `GROUND`;
+    hit: int64 [N] the scene box each point lies on (annotated boxes first, then clutter), or
+    `GROUND`;
     ego_pose: T_world_ego; sensor_pose: T_world_sensor (= ego_pose @ mount).
     """
 
@@ -68,18 +69,28 @@ def mount_transform(lidar: LidarConfig) -> Transform:
     return Transform.from_xyz_yaw((x, y, z), yaw)
 
 
-def boxes_in_frame(scene: Scene, t: float, pose: Transform) -> np.ndarray:
-    """The scene's boxes at time ``t`` in the frame whose world pose is ``pose``: float64 [M, 9]
-    with the velocities rotated into that frame."""
-    boxes = scene.boxes_at(t)
+def to_frame(boxes: np.ndarray, pose: Transform) -> np.ndarray:
+    """World boxes [M, >= 7] moved into the frame whose world pose is ``pose`` (columns 0-2 and 6
+    change; velocity columns 7-8, if any, are rotated)."""
     inverse = pose.inverse()
-    rot = inverse.matrix()[:2, :2]
-    out = np.empty((len(boxes), 9))
-    out[:, :3] = inverse.apply(boxes[:, :3])
-    out[:, 3:6] = boxes[:, 3:6]
-    out[:, 6] = (boxes[:, 6] - pose.yaw() + np.pi) % (2 * np.pi) - np.pi
-    out[:, 7:9] = scene.velocities @ rot.T
+    out = np.array(boxes, np.float64)
+    out[:, :3] = inverse.apply(out[:, :3])
+    out[:, 6] = (out[:, 6] - pose.yaw() + np.pi) % (2 * np.pi) - np.pi
+    if out.shape[1] >= 9:
+        out[:, 7:9] = out[:, 7:9] @ inverse.matrix()[:2, :2].T
     return out
+
+
+def boxes_in_frame(scene: Scene, t: float, pose: Transform) -> np.ndarray:
+    """The scene's annotated boxes at time ``t`` in the frame whose world pose is ``pose``:
+    float64 [M, 9] (x, y, z_bottom, l, w, h, yaw, vx, vy), velocities over ground."""
+    return to_frame(np.hstack([scene.boxes_at(t), scene.velocities]), pose)
+
+
+def hit_boxes_in_frame(scene: Scene, t: float, pose: Transform) -> np.ndarray:
+    """All boxes a ray can hit, annotated then clutter (the order of `SimSweep.hit`), at time
+    ``t`` in the frame whose world pose is ``pose``: float64 [M + K, 7]."""
+    return np.vstack([boxes_in_frame(scene, t, pose)[:, :7], to_frame(scene.clutter, pose)])
 
 
 def simulate_sweep(scene: Scene, index: int, lidar: LidarConfig = LidarConfig(),
@@ -88,9 +99,8 @@ def simulate_sweep(scene: Scene, index: int, lidar: LidarConfig = LidarConfig(),
     t = index / lidar.rate_hz
     ego = ego_pose(scene, t)
     sensor = ego @ mount_transform(lidar)
-    boxes = boxes_in_frame(scene, t, sensor)[:, :7]
     ground_z = scene.ground_z - sensor.translation[2]
-    points, hit = scan(lidar, boxes, scene.names, ground_z,
+    points, hit = scan(lidar, hit_boxes_in_frame(scene, t, sensor), scene.names + scene.clutter_names, ground_z,
                        np.random.default_rng([seed, index + 2**31]))
     return SimSweep(index, t, points, hit, ego, sensor)
 
@@ -103,9 +113,8 @@ def make_sample(scene: Scene, key: SimSweep, past: Sequence[SimSweep]) -> Sample
         accumulator.add(sweep.points[:, :4], sweep.stamp_ns, sweep.sensor_pose)
     points = accumulator.add(key.points[:, :4], key.stamp_ns, key.sensor_pose).points
     gt = boxes_in_frame(scene, key.time, key.sensor_pose).astype(np.float32)
-    on_ground = key.hit == GROUND
-    counts = np.bincount(key.hit[~on_ground], minlength=len(gt))
-    return Sample(points, gt, scene.labels.copy(), counts, key, tuple(past))
+    counts = np.bincount(key.hit[key.hit != GROUND], minlength=len(gt) + len(scene.clutter))
+    return Sample(points, gt, scene.labels.copy(), counts[:len(gt)], key, tuple(past))
 
 
 def simulate_sample(scene: Scene, key_index: int, lidar: LidarConfig = LidarConfig(),
