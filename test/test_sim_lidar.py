@@ -56,6 +56,13 @@ def test_analytic_hit_distances():
     ahead = np.array([[0.0, 10.0, -1.0, 4.0, 2.0, 2.0, math.pi / 2]])
     np.testing.assert_allclose(cast_rays(rays[2:3], ahead, None).ranges, [8.0])
 
+    # Behind the sensor, across the azimuth seam at +-pi.
+    behind = np.array([[-10.0, 0.0, -1.0, 2.0, 4.0, 2.0, 0.0]])
+    seam = [unit(-1, 0, 0), unit(-9, 0.5, 0), unit(-9, -0.5, 0), unit(-9, 2.5, 0)]
+    hits = cast_rays(np.array(seam), behind, None)
+    np.testing.assert_allclose(hits.ranges[:3], [9.0, math.hypot(9, 0.5), math.hypot(9, 0.5)])
+    assert hits.hit.tolist() == [0, 0, 0, NO_HIT]
+
 
 def test_matches_face_reference_on_random_rays():
     rng = np.random.default_rng(1)

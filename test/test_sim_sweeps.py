@@ -120,4 +120,5 @@ def test_clutter_occludes_but_is_not_ground_truth():
     sample = simulate_sample(scene, key_index=0, num_sweeps=1)
     assert sample.gt_boxes.shape == (2, 9) and sample.gt_labels.shape == (2,)
     assert sample.gt_num_points[0] == 0 and sample.gt_num_points[1] > 50
+    assert sample.has_points.tolist() == [False, True]
     assert (sample.key.hit == 2).sum() > 100  # the wall's points, after the annotated boxes

@@ -57,6 +57,11 @@ class Sample:
     key: SimSweep
     sweeps: tuple[SimSweep, ...]  # the past sweeps used, newest first
 
+    @property
+    def has_points(self) -> np.ndarray:
+        """bool [M]: the boxes the nuScenes evaluation keeps."""
+        return self.gt_num_points > 0
+
 
 def ego_pose(scene: Scene, t: float) -> Transform:
     x, y, yaw = scene.ego.pose(t)
@@ -100,8 +105,10 @@ def simulate_sweep(scene: Scene, index: int, lidar: LidarConfig = LidarConfig(),
     ego = ego_pose(scene, t)
     sensor = ego @ mount_transform(lidar)
     ground_z = scene.ground_z - sensor.translation[2]
-    points, hit = scan(lidar, hit_boxes_in_frame(scene, t, sensor), scene.names + scene.clutter_names, ground_z,
-                       np.random.default_rng([seed, index + 2**31]))
+    names = scene.names + scene.clutter_names
+    # Seed entropy must be non-negative; the offset admits sweeps before t = 0.
+    rng = np.random.default_rng([seed, index + 2**31])
+    points, hit = scan(lidar, hit_boxes_in_frame(scene, t, sensor), names, ground_z, rng)
     return SimSweep(index, t, points, hit, ego, sensor)
 
 
