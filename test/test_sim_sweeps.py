@@ -7,8 +7,7 @@ import pytest
 
 from regnet_pillars_ros.sim.lidar import GROUND, LidarConfig
 from regnet_pillars_ros.sim.scene import EgoTrajectory
-from regnet_pillars_ros.sim.sweeps import (mount_transform, simulate_sample, simulate_sweep,
-                                           sweep_sequence)
+from regnet_pillars_ros.sim.sweeps import simulate_sample, simulate_sweep, sweep_sequence
 
 from sim_helpers import fixed_scene, surface_distance
 
@@ -70,23 +69,28 @@ def test_moving_points_trail_by_velocity_times_lag():
     assert np.median(surface_distance(sample.points[old, :3], sample.gt_boxes[:1])) > 0.5
 
 
-def test_ground_truth_uses_the_mmdet3d_1x_box_convention():
+def rotation(yaw):
+    return np.array([[math.cos(yaw), -math.sin(yaw)], [math.sin(yaw), math.cos(yaw)]])
+
+
+# Mount yaw -pi/2 is nuScenes' LIDAR_TOP (x to the right of the vehicle, y forwards).
+@pytest.mark.parametrize("mount_yaw", [0.0, -math.pi / 2])
+def test_ground_truth_uses_the_mmdet3d_1x_box_convention(mount_yaw):
+    lidar = LidarConfig(mount=(0.94, 0.0, 1.84, mount_yaw))
     ego_yaw = 0.3
-    ego = EgoTrajectory(yaw0=ego_yaw)
-    mount = mount_transform(LIDAR)
-    rot = np.array([[math.cos(ego_yaw), -math.sin(ego_yaw)], [math.sin(ego_yaw), math.cos(ego_yaw)]])
+    sensor_yaw = ego_yaw + mount_yaw
 
     def world(x, y):  # a point given in the sensor frame, on the world ground plane
-        return rot @ (np.array([x, y]) + mount.translation[:2])
+        return rotation(ego_yaw) @ (rotation(mount_yaw) @ [x, y] + [0.94, 0.0])
 
-    boxes = [[*world(0.0, 10.0), 0.0, 6.0, 1.2, 1.5, ego_yaw],  # left: its length shows along x
-             [*world(-12.0, 0.0), 0.0, 6.0, 1.2, 1.5, ego_yaw + math.pi / 2],  # behind: along y
-             [*world(100.0, 0.0), 0.0, 4.6, 1.9, 1.7, ego_yaw]]  # beyond the range
-    heading = np.array([math.cos(ego_yaw), math.sin(ego_yaw)])
-    scene = fixed_scene(boxes, velocities=[2 * heading, [0, 0], [0, 0]], ego=ego)
-    sample = simulate_sample(scene, key_index=0, num_sweeps=0)
-    np.testing.assert_allclose(sample.gt_boxes[0], [0, 10, -LIDAR.mount[2], 6, 1.2, 1.5, 0, 2, 0],
-                               atol=1e-5)
+    boxes = [[*world(0.0, 10.0), 0.0, 6.0, 1.2, 1.5, sensor_yaw],  # left: its length shows along x
+             [*world(-12.0, 0.0), 0.0, 6.0, 1.2, 1.5, sensor_yaw + math.pi / 2],  # behind: along y
+             [*world(100.0, 0.0), 0.0, 4.6, 1.9, 1.7, sensor_yaw]]  # beyond the range
+    heading = np.array([math.cos(sensor_yaw), math.sin(sensor_yaw)])
+    scene = fixed_scene(boxes, velocities=[2 * heading, [0, 0], [0, 0]],
+                        ego=EgoTrajectory(yaw0=ego_yaw))
+    sample = simulate_sample(scene, key_index=0, lidar=lidar, num_sweeps=0)
+    np.testing.assert_allclose(sample.gt_boxes[0], [0, 10, -1.84, 6, 1.2, 1.5, 0, 2, 0], atol=1e-5)
     np.testing.assert_allclose(sample.gt_boxes[1, :2], [-12, 0], atol=1e-5)
     np.testing.assert_allclose(sample.gt_boxes[1, 6], math.pi / 2, atol=1e-5)
     first = sample.points[sample.key.hit == 0]

@@ -87,11 +87,14 @@ def cast_rays(directions: np.ndarray, boxes: np.ndarray, ground_z: float | None,
         hit[down] = GROUND
         cos_incidence[down] = -directions[down, 2]
     rays, box_ids = _candidate_pairs(directions, boxes)
-    found = [_slab_hits(directions[rays[s:s + _PAIR_CHUNK]], boxes[box_ids[s:s + _PAIR_CHUNK]])
-             for s in range(0, len(rays), _PAIR_CHUNK)]
-    if found:
-        t = np.concatenate([f[0] for f in found])
-        cos = np.concatenate([f[1] for f in found])
+    met = []
+    for s in range(0, len(rays), _PAIR_CHUNK):
+        r, b = rays[s:s + _PAIR_CHUNK], box_ids[s:s + _PAIR_CHUNK]
+        t, cos = _slab_hits(directions[r], boxes[b])
+        keep = np.isfinite(t)
+        met.append((r[keep], b[keep], t[keep], cos[keep]))
+    if met:
+        rays, box_ids, t, cos = (np.concatenate(column) for column in zip(*met))
         order = np.lexsort((t, rays))  # by ray, nearest first
         rays, box_ids, t, cos = rays[order], box_ids[order], t[order], cos[order]
         first = np.ones(len(rays), bool)
