@@ -12,7 +12,7 @@ import numpy as np
 
 from .lidar import bev_corners
 from .scene import Scene, generate_scene
-from .sweeps import Sample, simulate_sample, simulate_sweep, to_frame
+from .sweeps import Sample, simulate_sample, simulate_sweep, sweep_sequence, to_frame
 
 
 def draw(scene: Scene, sample: Sample, path: Path, color: str = "dt", extent: float = 60.0) -> None:
@@ -49,7 +49,8 @@ def draw(scene: Scene, sample: Sample, path: Path, color: str = "dt", extent: fl
 
 
 def benchmark(seed: int = 0, repeats: int = 5) -> None:
-    """Print the time per sweep and per 11-sweep sample, and points per sweep."""
+    """Print the time per sweep, per 11-sweep sample alone and per sample along a sequence (past
+    sweeps reused), and the points per sweep and per sample."""
     scene = generate_scene(seed)
     simulate_sweep(scene, 0)  # warm-up
     start = time.perf_counter()
@@ -59,8 +60,12 @@ def benchmark(seed: int = 0, repeats: int = 5) -> None:
     for i in range(repeats):
         simulate_sample(scene, 10 + i)
     sample_s = (time.perf_counter() - start) / repeats
-    print(f"{len(scene.boxes)} objects: {sweep_s * 1e3:.1f} ms per sweep "
-          f"({np.mean(sizes):.0f} points), {sample_s * 1e3:.1f} ms per 11-sweep sample")
+    start = time.perf_counter()
+    points = [len(s.points) for s in sweep_sequence(scene, 10, 10 + repeats)]
+    sequence_s = (time.perf_counter() - start) / repeats
+    print(f"{len(scene.boxes)} objects, {len(scene.clutter)} clutter: {sweep_s * 1e3:.1f} ms per "
+          f"sweep ({np.mean(sizes):.0f} points), {sample_s * 1e3:.1f} ms per 11-sweep sample "
+          f"({np.mean(points):.0f} points), {sequence_s * 1e3:.1f} ms per sample along a sequence")
 
 
 def main(argv: list[str] | None = None) -> None:
