@@ -5,13 +5,11 @@ import logging
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 import torch
 
-from ..runtime.backends import BACKENDS, InferenceBackend, OnnxRuntimeBackend, TorchBackend
-from ..runtime.export import cache_dir, cached_export, read_metadata
 from .checkpoint import CONVENTIONS, CheckpointError, box_convention_of, load_into, read_checkpoint
 from .detections import Detections
 from .head import flatten_maps, level_anchors
@@ -20,6 +18,9 @@ from .placeholder import placeholder_weights
 from .postprocess import Candidates, PostprocessConfig, postprocess, select_candidates
 from .presets import Preset, get_preset
 from .voxelize import Pillars, voxelize
+
+if TYPE_CHECKING:
+    from ..runtime.backends import InferenceBackend
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ def resolve_device(device: str) -> torch.device:
 class Detector:
     """One preset with its weights on one device and backend. Thresholds may change between calls."""
 
-    def __init__(self, preset: Preset, backend: InferenceBackend, convention: str, device: torch.device, source: str):
+    def __init__(self, preset: Preset, backend: "InferenceBackend", convention: str, device: torch.device, source: str):
         if convention not in CONVENTIONS:
             raise ValueError(f"box convention must be one of {CONVENTIONS}, got {convention!r}")
         self.preset = preset
@@ -80,7 +81,7 @@ class Detector:
     @property
     def net(self) -> PointPillarsNet:
         """The torch network (torch backend only)."""
-        if not isinstance(self.backend, TorchBackend):
+        if not isinstance(getattr(self.backend, "net", None), PointPillarsNet):
             raise AttributeError(f"the {self.backend.name} backend has no torch network")
         return self.backend.net
 
@@ -104,6 +105,10 @@ class Detector:
         backend: 'torch' or 'onnxruntime' (a .pth is exported to ONNX once and cached).
         precision: 'fp32', or 'fp16' (torch backend on CUDA).
         """
+        # The runtime layer builds on the model layer: imported here, not at module level.
+        from ..runtime.backends import BACKENDS, OnnxRuntimeBackend, TorchBackend
+        from ..runtime.export import cache_dir, cached_export, read_metadata
+
         preset = get_preset(name)
         if box_convention not in ("auto", *CONVENTIONS):
             raise ValueError(f"box_convention must be auto, v0 or v1, got {box_convention!r}")
@@ -133,7 +138,7 @@ class Detector:
         if box_convention != "auto":
             convention = box_convention
         if backend == "torch":
-            runner: InferenceBackend = TorchBackend(net, torch_device, precision)
+            runner: "InferenceBackend" = TorchBackend(net, torch_device, precision)
         else:
             if precision != "fp32":
                 raise ValueError("the onnxruntime backend runs fp32 exports; use the torch backend for fp16")
