@@ -1,5 +1,5 @@
-"""detector_node with ego motion from nav_msgs/Odometry and boxes published in target_frame
-(another process, real DDS; runs after test_node.py's node has stopped)."""
+"""detector_node with ego motion from nav_msgs/Odometry and boxes published in target_frame,
+on each inference backend (another process, real DDS; after test_node.py's node has stopped)."""
 from __future__ import annotations
 
 import math
@@ -22,19 +22,22 @@ SEC = 1_000_000_000
 EGO_X, EGO_YAW, LIDAR_X = 100.0, 0.3, 1.0  # LIDAR_X: the probe's static base_link -> lidar_top
 
 
-@pytest.fixture
-def probe(tmp_path):
+@pytest.fixture(params=["torch", "onnxruntime"])
+def running(request, tmp_path, monkeypatch):
+    """(probe, backend) with a node on that backend."""
+    monkeypatch.setenv("REGNET_PILLARS_CACHE", str(tmp_path / "cache"))  # ONNX exports
     ckpt = flat_scores_checkpoint(tmp_path / "flat.pth", NUS.name,
                                   {n: 0.9 if n == "car" else 0.01 for n in NUS.class_names})
     node = NodeProcess(node_args(tmp_path, NUS.name, checkpoint=str(ckpt), max_detections=10,
                                  num_sweeps=2, ego_motion_source="odometry",
-                                 target_frame="odom", tf_wait_s=3.0), tmp_path / "node.log")
+                                 target_frame="odom", tf_wait_s=3.0, backend=request.param),
+                       tmp_path / "node.log")
     context = rclpy.Context()
     rclpy.init(context=context)
     probe = Probe(context, watch=node.check)
     try:
         probe.wait(lambda: probe.labels, "LabelInfo from the starting node")
-        yield probe
+        yield probe, request.param
     finally:
         probe.close()
         context.try_shutdown()
@@ -50,7 +53,8 @@ def odometry(stamp_ns: int, x: float, yaw: float) -> Odometry:
     return msg
 
 
-def test_odometry_stacks_sweeps_and_boxes_come_out_in_the_target_frame(probe):
+def test_odometry_stacks_sweeps_and_boxes_come_out_in_the_target_frame(running):
+    probe, backend = running
     odom_pub = probe.node.create_publisher(Odometry, f"{NODE}/input/odometry", 10)
     stamps = [50 * SEC, 50 * SEC + SEC // 10]
     for k, s in enumerate(stamps):
@@ -70,5 +74,6 @@ def test_odometry_stacks_sweeps_and_boxes_come_out_in_the_target_frame(probe):
         assert np.abs(in_lidar).max() <= 50.0 + 1e-3  # inside the preset's range, ego-relative
         assert c.z == pytest.approx(NUS.anchors.ranges[0][2] + size.z / 2, abs=1e-4)
     values = probe.fresh_counters()
+    assert values["backend"] == backend
     assert values["last_sweeps"] == "2"
     assert values.get("ego_motion_missing", "0") == "0" and values.get("tf_failures", "0") == "0"

@@ -127,11 +127,13 @@ class DetectorNode(Node):
         t0 = time.perf_counter()
         detector = Detector.from_preset(preset, checkpoint=checkpoint or None,
                                         device=self._param("device"),
-                                        box_convention=self._param("box_convention"))
+                                        box_convention=self._param("box_convention"),
+                                        backend=self._param("backend"),
+                                        precision=self._param("precision"))
         detector.warmup()
         self.get_logger().info(
             f"model ready: {preset} ({detector.source}), box convention "
-            f"{detector.box_convention}, device {detector.device}, "
+            f"{detector.box_convention}, {detector.backend.name} on {detector.device}, "
             f"{(time.perf_counter() - t0):.1f} s to load and warm")
         return Model(detector, preset, checkpoint)
 
@@ -139,7 +141,7 @@ class DetectorNode(Node):
         """Make ``model`` the one the next frame uses (one reference assignment)."""
         self._model = model
         d = model.detector
-        self.health.set(preset=model.preset, checkpoint=d.source,
+        self.health.set(preset=model.preset, checkpoint=d.source, backend=d.backend.name,
                         box_convention=d.box_convention, device=d.device)
 
     def _apply_live(self, values: dict, class_names: tuple[str, ...]) -> None:

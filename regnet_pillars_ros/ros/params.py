@@ -8,6 +8,7 @@ from typing import Any
 
 from ..model.presets import PRESET_NAMES
 from ..pipeline.sweeps import MISSING_POLICIES
+from ..runtime.backends import BACKENDS, PRECISIONS
 
 DEFAULT_PRESET = "nus-regnetx-400mf-fpn"
 EGO_MOTION_SOURCES = ("tf", "odometry", "none")
@@ -34,7 +35,9 @@ PARAMS: tuple[Param, ...] = (
           choices=("auto", "v0", "v1")),
     Param("device", "auto", "Inference device (auto: CUDA when available)", True,
           choices=("auto", "cpu", "cuda")),
-    Param("backend", "torch", "Inference backend", True, choices=("torch",)),
+    Param("backend", "torch", "Inference backend", True, choices=BACKENDS),
+    Param("precision", "fp32", "Inference precision (fp16: torch backend on CUDA)", True,
+          choices=PRECISIONS),
     # Output filtering: live.
     Param("score_threshold", 0.3, "Minimum score of a published box", range=(0.0, 1.0)),
     Param("class_score_thresholds", [], "Per-class minimum scores, entries 'class=score' "
