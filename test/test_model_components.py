@@ -253,3 +253,21 @@ def test_voxelize_on_cuda_equals_cpu():
     for name in ("points", "point_pillar", "point_slot", "source_index", "coors", "num_points"):
         torch.testing.assert_close(getattr(gpu, name).cpu(), getattr(cpu, name), rtol=0, atol=0)
     assert gpu.overflow == cpu.overflow > 0
+
+
+@pytest.mark.parametrize("name", ["nus-regnetx-400mf-fpn", "lyft-secfpn"])
+def test_folding_batchnorm_keeps_the_outputs(name):
+    from regnet_pillars_ros.model.network import fold_batchnorm
+
+    net = PointPillarsNet(get_preset(name))
+    net.load_state_dict(random_state_dict(net, seed=2))
+    net.eval()
+    bns = sum(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+    folded = PointPillarsNet(get_preset(name))
+    folded.load_state_dict(net.state_dict())
+    assert fold_batchnorm(folded.eval()) == bns
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    canvas = torch.rand(1, 64, *folded.grid_yx) * (torch.rand(1, 1, *folded.grid_yx) < 0.05)
+    with torch.inference_mode():
+        for a, b in zip(net.forward_canvas(canvas), folded.forward_canvas(canvas)):
+            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4 * float(a.abs().max()))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .backbones import build_backbone
 from .head import Anchor3DHead
@@ -39,3 +40,25 @@ class PointPillarsNet(nn.Module):
     def forward(self, points: torch.Tensor, point_pillar: torch.Tensor, coors: torch.Tensor, num_points: torch.Tensor) -> list[torch.Tensor]:
         """Pillars -> raw head maps (the boundary that runtime backends and ONNX export share)."""
         return self.forward_canvas(self.encode(points, point_pillar, coors, num_points))
+
+
+def fold_batchnorm(module: nn.Module) -> int:
+    """Fold every eval-mode BatchNorm2d into the convolution before it, in place; returns the count.
+
+    Inference only: y = BN(conv(x)) becomes conv'(x) with scaled weights and a bias, which saves
+    one pass over every feature map. The BN becomes an Identity, so module names stay valid.
+    """
+    folded = 0
+    for parent in module.modules():
+        children = list(parent.named_children())
+        for (conv_name, conv), (bn_name, bn) in zip(children, children[1:]):
+            pair = {("conv", "bn"), ("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3")}
+            adjacent = conv_name.isdigit() and bn_name.isdigit()  # nn.Sequential(conv, bn, ...)
+            if not (isinstance(bn, nn.BatchNorm2d) and ((conv_name, bn_name) in pair or adjacent)):
+                continue
+            if isinstance(conv, (nn.Conv2d, nn.ConvTranspose2d)):
+                fused = fuse_conv_bn_eval(conv.eval(), bn.eval(), transpose=isinstance(conv, nn.ConvTranspose2d))
+                setattr(parent, conv_name, fused)
+                setattr(parent, bn_name, nn.Identity())
+                folded += 1
+    return folded

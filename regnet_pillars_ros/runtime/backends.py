@@ -8,13 +8,14 @@ Voxelization before and decoding/NMS after stay in torch on that same device.
 from __future__ import annotations
 
 import contextlib
+import copy
 from pathlib import Path
 from typing import Callable, ContextManager, Protocol
 
 import numpy as np
 import torch
 
-from ..model.network import PointPillarsNet
+from ..model.network import PointPillarsNet, fold_batchnorm
 
 StageTimer = Callable[[str], ContextManager[None]]
 NetworkInputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
@@ -34,11 +35,16 @@ def no_timing(_: str) -> ContextManager[None]:
 
 
 class TorchBackend:
-    """The PyTorch network, fp32 or fp16 (autocast on CUDA; the pillar encoder stays fp32)."""
+    """The PyTorch network, fp32 or fp16 (autocast on CUDA; the pillar encoder stays fp32).
+
+    Runs a copy of the network with BatchNorm folded into the convolutions and, by default, in
+    channels-last layout (about 15% faster on a 2-core CPU); `net` keeps the loaded weights as
+    they are, for exports and inspection.
+    """
 
     name = "torch"
 
-    def __init__(self, net: PointPillarsNet, device: torch.device, precision: str = "fp32", channels_last: bool = False):
+    def __init__(self, net: PointPillarsNet, device: torch.device, precision: str = "fp32", channels_last: bool = True):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if precision == "fp16" and device.type != "cuda":
@@ -47,11 +53,13 @@ class TorchBackend:
         self.device = device
         self.precision = precision
         self.channels_last = channels_last
+        self.runner = copy.deepcopy(self.net)
+        fold_batchnorm(self.runner)
         if channels_last:
-            self.net.to(memory_format=torch.channels_last)
+            self.runner.to(memory_format=torch.channels_last)
 
     def __call__(self, inputs: NetworkInputs, stage: StageTimer = no_timing) -> list[torch.Tensor]:
-        net = self.net
+        net = self.runner
         with stage("encoder"):
             canvas = net.encode(*inputs)
             if self.channels_last:
