@@ -1,0 +1,1 @@
+"""Training on synthetic scans: targets, losses, data, loop and CLI (see `cli`)."""
