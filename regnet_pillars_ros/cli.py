@@ -138,14 +138,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def cmd_ros_tool(args: argparse.Namespace) -> int:
+    """Hand the remaining arguments to a ROS-side tool (imported only now: it needs rclpy)."""
     try:
-        demo = importlib.import_module("regnet_pillars_ros.ros.demo")
+        tool = importlib.import_module(args.ros_module)
     except ImportError as exc:
-        print(f"{PROG} demo: not available here ({exc}); it needs the ROS 2 part of the package "
-              "(regnet_pillars_ros.ros.demo and rclpy: run `make setup`)", file=sys.stderr)
+        print(f"{PROG} {args.command}: not available here ({exc}); it needs the ROS 2 part of the package "
+              f"({args.ros_module} and rclpy: run `make setup`)", file=sys.stderr)
         return 2
-    return int(demo.main(args.demo_args) or 0)
+    return int(tool.main(args.demo_args) or 0)
 
 
 def add_command(sub: argparse._SubParsersAction, name: str, summary: str, epilog: str, **kwargs) -> argparse.ArgumentParser:
@@ -277,7 +278,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = add_command(sub, "demo", "run the ROS 2 demo (needs rclpy); its own options follow",
                        f"example:\n  {PROG} demo --help", add_help=False)
-    demo.set_defaults(run=cmd_demo)
+    demo.set_defaults(run=cmd_ros_tool, ros_module="regnet_pillars_ros.ros.demo")
+    bench_node = add_command(
+        sub, "bench-node", "node-level latency over real DDS (needs rclpy); its own options follow",
+        f"Cloud published -> Detection3DArray received in another process: p50/p90/p99 and dropped frames.\n\n"
+        f"example:\n  {PROG} bench-node --help", add_help=False)
+    bench_node.set_defaults(run=cmd_ros_tool, ros_module="regnet_pillars_ros.ros.bench")
     return parser
 
 
@@ -285,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args, extra = parser.parse_known_args(argv)
-        if extra and args.command != "demo":
+        if extra and args.command not in ("demo", "bench-node"):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as exc:  # --help (0) and usage errors (2)
         return exc.code if isinstance(exc.code, int) else 2

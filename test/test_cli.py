@@ -185,18 +185,20 @@ def test_bad_input_gives_a_message_and_an_exit_code(capsys, tmp_path, cheap_chec
     assert message in err and "Traceback" not in err
 
 
-def test_demo_without_the_ros_part_says_so(capsys, monkeypatch):
-    monkeypatch.setitem(sys.modules, "regnet_pillars_ros.ros.demo", None)  # import now raises ImportError
-    code, _, err = run(capsys, "demo")
+@pytest.mark.parametrize("command, module", [("demo", "regnet_pillars_ros.ros.demo"), ("bench-node", "regnet_pillars_ros.ros.bench")])
+def test_ros_tools_without_the_ros_part_say_so(capsys, monkeypatch, command, module):
+    monkeypatch.setitem(sys.modules, module, None)  # import now raises ImportError
+    code, _, err = run(capsys, command)
     assert code == 2 and "not available" in err and "rclpy" in err
 
 
-def test_demo_passes_its_arguments_on(capsys, monkeypatch):
+@pytest.mark.parametrize("command, module", [("demo", "regnet_pillars_ros.ros.demo"), ("bench-node", "regnet_pillars_ros.ros.bench")])
+def test_ros_tools_get_their_arguments(capsys, monkeypatch, command, module):
     seen = []
-    fake = types.ModuleType("regnet_pillars_ros.ros.demo")
+    fake = types.ModuleType(module)
     fake.main = lambda argv: seen.append(argv) or 3
-    monkeypatch.setitem(sys.modules, "regnet_pillars_ros.ros.demo", fake)
-    assert run(capsys, "demo", "--rate", "2", "--help")[0] == 3
+    monkeypatch.setitem(sys.modules, module, fake)
+    assert run(capsys, command, "--rate", "2", "--help")[0] == 3
     assert seen == [["--rate", "2", "--help"]]
 
 
