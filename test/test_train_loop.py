@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from regnet_pillars_ros.model.checkpoint import read_checkpoint
+from regnet_pillars_ros.model.checkpoint import read_checkpoint, write_checkpoint
 from regnet_pillars_ros.model.detector import Detector
 from regnet_pillars_ros.model.head import level_anchors
 from regnet_pillars_ros.model.presets import get_preset
@@ -58,6 +58,13 @@ def test_tiny_run_writes_a_checkpoint_the_detector_loads(tmp_path):
     assert detector.box_convention == "v1"
     detections = detector(np.random.default_rng(0).uniform(-20, 20, (2000, 4)).astype(np.float32))
     assert detections.boxes.shape[1] == 9
+
+
+def test_fine_tuning_keeps_the_box_convention_of_the_initial_weights(tmp_path):
+    preset = get_preset("nus-secfpn")
+    start = write_checkpoint(tmp_path / "official.pth", TrainModel(preset).net.state_dict(), preset, "v0")
+    assert cli.main([*TINY, "--iters", "1", "--init", str(start), "-o", str(tmp_path / "run")]) == 0
+    assert read_checkpoint(tmp_path / "run" / "latest.pth").meta["box_convention"] == "v0"
 
 
 def test_loss_falls_when_overfitting_one_sample():

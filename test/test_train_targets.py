@@ -7,7 +7,7 @@ import torch
 from regnet_pillars_ros.model.head import level_anchors
 from regnet_pillars_ros.model.presets import get_preset
 from regnet_pillars_ros.train.targets import (
-    AnchorCache, AssignerConfig, aligned_iou, anchor_targets, assign, direction_targets, nearest_bev,
+    AnchorCache, AssignerConfig, aligned_iou, anchor_targets, assign, direction_targets, nearest_bev, to_convention,
 )
 
 DIR_OFFSET = -0.7854  # the 1.x configs'
@@ -77,3 +77,12 @@ def test_anchor_cache_concatenates_levels_in_map_order():
     expected = torch.cat([level_anchors(preset.anchors, i, hw, "v1") for i, hw in enumerate(shapes)])
     assert torch.equal(anchors, expected)
     assert anchors[64 * 8:, 3].max() == pytest.approx(4 * 2.5981, rel=1e-5)  # level 2: scale 4
+
+
+@pytest.mark.parametrize("yaw", [0.0, 0.5, -1.2, math.pi / 2, 3.0])
+def test_v0_boxes_keep_the_footprint(yaw):
+    v1 = torch.tensor([box(1.0, 2.0, l=4.6, w=1.9, yaw=yaw, vx=1.0, vy=2.0)])
+    v0 = to_convention(v1, "v0")
+    assert v0[0, [3, 4]].tolist() == pytest.approx([1.9, 4.6]) and v0[0, 6].item() == pytest.approx(-yaw - math.pi / 2)
+    assert torch.allclose(nearest_bev(v0), nearest_bev(v1), atol=1e-5)
+    assert torch.equal(to_convention(v1, "v1"), v1)

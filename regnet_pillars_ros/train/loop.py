@@ -29,14 +29,14 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..model.checkpoint import load_into, read_checkpoint, write_checkpoint
+from ..model.checkpoint import box_convention_of, load_into, read_checkpoint, write_checkpoint
 from ..model.network import PointPillarsNet
 from ..model.presets import Preset, get_preset
 from ..model.voxelize import voxelize
 from .data import SyntheticConfig, SyntheticData, TrainSample
 from .encoder import encode_batch
 from .losses import LossConfig, detection_loss
-from .targets import CONVENTION, AnchorCache, AssignerConfig, anchor_targets
+from .targets import AnchorCache, AssignerConfig, anchor_targets, to_convention
 
 TRAIN_MAX_VOXELS = {"nuscenes": 30000, "lyft": 60000}
 REFERENCE_ITERS, REFERENCE_WARMUP = 21096, 1000  # 24 epochs of 28130 nuScenes samples at batch 32
@@ -120,9 +120,10 @@ def batch_loss(model: nn.Module, preset: Preset, anchors: AnchorCache, samples: 
     maps = model(samples)
     device = maps[0].device
     all_anchors = anchors([tuple(m.shape[-2:]) for m in maps[0::3]], device)
-    dir_offset = preset.dir_offset(CONVENTION)
+    dir_offset = preset.dir_offset(anchors.convention)
     targets = [
-        anchor_targets(all_anchors, s.gt_boxes.to(device), s.gt_labels.to(device), preset.num_classes, dir_offset, AssignerConfig())
+        anchor_targets(all_anchors, to_convention(s.gt_boxes.to(device), anchors.convention), s.gt_labels.to(device),
+                       preset.num_classes, dir_offset, AssignerConfig())
         for s in samples
     ]
     return detection_loss(maps, targets, preset.num_classes, LossConfig())
@@ -147,9 +148,9 @@ def _batches(opts: TrainOptions, preset: Preset, rank: int, world: int) -> Itera
     return iter(DataLoader(data, batch_size=opts.batch_size, num_workers=opts.workers, collate_fn=list))
 
 
-def save(model: TrainModel, preset: Preset, path: Path, iteration: int) -> Path:
+def save(model: TrainModel, preset: Preset, path: Path, convention: str, iteration: int) -> Path:
     state = type(model.net.state_dict())((k, v.detach().cpu().clone()) for k, v in model.net.state_dict().items())
-    return write_checkpoint(path, state, preset, CONVENTION, iteration=iteration, note=NOTE)
+    return write_checkpoint(path, state, preset, convention, iteration=iteration, note=NOTE)
 
 
 def plot_losses(rows: list[dict[str, float]], path: Path) -> None:
@@ -191,13 +192,16 @@ def train(opts: TrainOptions) -> list[dict[str, float]]:
         preset = crop_preset(preset, opts.crop)
     model = TrainModel(preset)
     init_head(model.net)
+    convention = "v1"
     if opts.init:
-        load_into(model.net, read_checkpoint(opts.init), preset)
+        ckpt = read_checkpoint(opts.init)
+        load_into(model.net, ckpt, preset)
+        convention = box_convention_of(ckpt.meta)
     model.to(device).train()
     wrapped: nn.Module = DistributedDataParallel(model) if world > 1 else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: lr_factor(i, opts.iters))
-    anchors = AnchorCache(preset)
+    anchors = AnchorCache(preset, convention)
     batches = _batches(opts, preset, rank, world)
     run_dir = Path(opts.run_dir)
     rows: list[dict[str, float]] = []
@@ -220,7 +224,7 @@ def train(opts: TrainOptions) -> list[dict[str, float]]:
         bar.set_postfix({k: f"{row[k]:.3f}" for k in LOSS_KEYS})
         bar.update()
         if rank == 0 and (iteration % opts.save_every == 0 or iteration == opts.iters):
-            save(model, preset, run_dir / "latest.pth", iteration)
+            save(model, preset, run_dir / "latest.pth", convention, iteration)
             write_log(rows, run_dir / "losses.csv")
             plot_losses(rows, run_dir / "loss.png")
     bar.close()

@@ -17,6 +17,8 @@ Facts from the mmdet3d 1.x configs and head used here (read, not copied):
   deltas included on nuScenes) with weight 1 on positives; direction target
   `floor(limit_period(yaw_gt - dir_offset, dir_limit_offset, 2 pi) / pi)` clamped to {0, 1}.
 - The normaliser of all three losses is the number of positives, at least 1 per sample.
+Training runs in the box convention of the weights: 'v1' from scratch, 'v0' when fine-tuning an
+official v0.1.0 checkpoint (anchor sizes (w, l, h), dir_offset +pi/4, ground truth converted).
 """
 from __future__ import annotations
 
@@ -29,7 +31,6 @@ from ..model.head import encode_boxes, level_anchors
 from ..model.postprocess import limit_period
 from ..model.presets import Preset
 
-CONVENTION = "v1"  # what we train: the mmdet3d 1.x box convention
 _CHUNK = 1 << 16  # anchors compared against all boxes at once
 
 
@@ -104,6 +105,16 @@ def assign(anchors: torch.Tensor, gt_boxes: torch.Tensor, cfg: AssignerConfig) -
     return assigned
 
 
+def to_convention(boxes: torch.Tensor, convention: str) -> torch.Tensor:
+    """1.x boxes [M, >= 7] in `convention`: v0 is (x, y, z, w, l, h, -yaw - pi/2, ...), same footprint."""
+    if convention == "v1":
+        return boxes
+    out = boxes.clone()
+    out[:, 3], out[:, 4] = boxes[:, 4], boxes[:, 3]
+    out[:, 6] = -boxes[:, 6] - math.pi / 2
+    return out
+
+
 def direction_targets(yaw: torch.Tensor, dir_offset: float, dir_limit_offset: float = 0.0) -> torch.Tensor:
     """Direction bin (0 or 1) of ground-truth yaws, as `get_direction_target` with two bins."""
     shifted = limit_period(yaw - dir_offset, dir_limit_offset, 2 * math.pi)
@@ -134,17 +145,17 @@ def anchor_targets(
 
 
 class AnchorCache:
-    """All levels' anchors of a preset (1.x sizes) for given feature map sizes, built once."""
+    """All levels' anchors of a preset in one box convention for given feature map sizes, built once."""
 
-    def __init__(self, preset: Preset):
-        self.preset = preset
-        self._cache: dict[tuple[tuple[int, int], ...], torch.Tensor] = {}
+    def __init__(self, preset: Preset, convention: str = "v1"):
+        self.preset, self.convention = preset, convention
+        self._cache: dict[tuple, torch.Tensor] = {}
 
     def __call__(self, level_hw: list[tuple[int, int]], device: torch.device | str = "cpu") -> torch.Tensor:
         """[sum_l H_l * W_l * A, code] in the order of the flattened head maps."""
-        key = tuple(level_hw)
+        key = (tuple(level_hw), str(device))
         if key not in self._cache:
             self._cache[key] = torch.cat(
-                [level_anchors(self.preset.anchors, i, hw, CONVENTION) for i, hw in enumerate(level_hw)]
+                [level_anchors(self.preset.anchors, i, hw, self.convention, device) for i, hw in enumerate(level_hw)]
             )
-        return self._cache[key].to(device)
+        return self._cache[key]
