@@ -24,6 +24,7 @@ from .runtime.bench import DEFAULT_POINTS, BenchConfig, markdown_table, run_benc
 from .runtime.export import OPSET, export_onnx
 
 PROG = "regnet-pillars"
+DELEGATED = ("demo", "bench-node", "train")  # commands whose options their own tools parse
 DEVICES = ("cpu", "cuda", "auto")
 POINTS_HELP = """\
 points files (--points):
@@ -138,15 +139,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_ros_tool(args: argparse.Namespace) -> int:
-    """Hand the remaining arguments to a ROS-side tool (imported only now: it needs rclpy)."""
+def cmd_delegate(args: argparse.Namespace) -> int:
+    """Hand the remaining arguments to a tool with its own parser (imported only now: the ROS
+    tools need rclpy, which the rest of the CLI does without)."""
     try:
-        tool = importlib.import_module(args.ros_module)
+        tool = importlib.import_module(args.module)
     except ImportError as exc:
-        print(f"{PROG} {args.command}: not available here ({exc}); it needs the ROS 2 part of the package "
-              f"({args.ros_module} and rclpy: run `make setup`)", file=sys.stderr)
+        print(f"{PROG} {args.command}: not available here ({exc}); it needs {args.module} "
+              "and what it imports (rclpy for the ROS tools: run `make setup`)", file=sys.stderr)
         return 2
-    return int(tool.main(args.demo_args) or 0)
+    return int(tool.main(args.extra_args) or 0)
 
 
 def add_command(sub: argparse._SubParsersAction, name: str, summary: str, epilog: str, **kwargs) -> argparse.ArgumentParser:
@@ -278,12 +280,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = add_command(sub, "demo", "run the ROS 2 demo (needs rclpy); its own options follow",
                        f"example:\n  {PROG} demo --help", add_help=False)
-    demo.set_defaults(run=cmd_ros_tool, ros_module="regnet_pillars_ros.ros.demo")
+    demo.set_defaults(run=cmd_delegate, module="regnet_pillars_ros.ros.demo")
     bench_node = add_command(
         sub, "bench-node", "node-level latency over real DDS (needs rclpy); its own options follow",
         f"Cloud published -> Detection3DArray received in another process: p50/p90/p99 and dropped frames.\n\n"
         f"example:\n  {PROG} bench-node --help", add_help=False)
-    bench_node.set_defaults(run=cmd_ros_tool, ros_module="regnet_pillars_ros.ros.bench")
+    bench_node.set_defaults(run=cmd_delegate, module="regnet_pillars_ros.ros.bench")
+    train = add_command(
+        sub, "train", "train a preset (synthetic LiDAR scans; torchrun for several processes); its own options follow",
+        f"examples:\n  {PROG} train --help\n  {PROG} train --preset nus-regnetx-400mf-fpn --data synthetic --iters 2000 -o run/\n"
+        "  torchrun --nproc-per-node 2 -m regnet_pillars_ros.train.cli --preset nus-secfpn --iters 100 -o run/",
+        add_help=False)
+    train.set_defaults(run=cmd_delegate, module="regnet_pillars_ros.train.cli")
     return parser
 
 
@@ -291,11 +299,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args, extra = parser.parse_known_args(argv)
-        if extra and args.command not in ("demo", "bench-node"):
+        if extra and args.command not in DELEGATED:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as exc:  # --help (0) and usage errors (2)
         return exc.code if isinstance(exc.code, int) else 2
-    args.demo_args = extra
+    args.extra_args = extra
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.run(args)

@@ -185,15 +185,19 @@ def test_bad_input_gives_a_message_and_an_exit_code(capsys, tmp_path, cheap_chec
     assert message in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize("command, module", [("demo", "regnet_pillars_ros.ros.demo"), ("bench-node", "regnet_pillars_ros.ros.bench")])
-def test_ros_tools_without_the_ros_part_say_so(capsys, monkeypatch, command, module):
+DELEGATED = [("demo", "regnet_pillars_ros.ros.demo"), ("bench-node", "regnet_pillars_ros.ros.bench"),
+             ("train", "regnet_pillars_ros.train.cli")]
+
+
+@pytest.mark.parametrize("command, module", DELEGATED)
+def test_delegated_tools_that_cannot_import_say_so(capsys, monkeypatch, command, module):
     monkeypatch.setitem(sys.modules, module, None)  # import now raises ImportError
     code, _, err = run(capsys, command)
-    assert code == 2 and "not available" in err and "rclpy" in err
+    assert code == 2 and "not available" in err and module in err
 
 
-@pytest.mark.parametrize("command, module", [("demo", "regnet_pillars_ros.ros.demo"), ("bench-node", "regnet_pillars_ros.ros.bench")])
-def test_ros_tools_get_their_arguments(capsys, monkeypatch, command, module):
+@pytest.mark.parametrize("command, module", DELEGATED)
+def test_delegated_tools_get_their_arguments(capsys, monkeypatch, command, module):
     seen = []
     fake = types.ModuleType(module)
     fake.main = lambda argv: seen.append(argv) or 3
