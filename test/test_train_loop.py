@@ -41,8 +41,8 @@ def test_crop_keeps_the_anchor_pitch():
     assert crop.grid_size[:2] == (64, 64)
     a_full = level_anchors(full.anchors, 0, (200, 200), "v1")
     a_crop = level_anchors(crop.anchors, 0, (32, 32), "v1")
-    pitch = lambda a, w: float(a[14 * 1, 0] - a[0, 0])  # noqa: E731 (next x cell, same size/rotation)
-    assert pitch(a_crop, 32) == pytest.approx(pitch(a_full, 200), rel=1e-4)
+    # Row 14 (A = 14 anchors per location) is the next x cell, same size and rotation.
+    assert float(a_crop[14, 0] - a_crop[0, 0]) == pytest.approx(float(a_full[14, 0] - a_full[0, 0]), rel=1e-4)
     with pytest.raises(ValueError):
         crop_preset(full, 7)
 
@@ -58,6 +58,12 @@ def test_tiny_run_writes_a_checkpoint_the_detector_loads(tmp_path):
     assert detector.box_convention == "v1"
     detections = detector(np.random.default_rng(0).uniform(-20, 20, (2000, 4)).astype(np.float32))
     assert detections.boxes.shape[1] == 9
+    # Resuming continues the schedule where the checkpoint stopped.
+    resumed = tmp_path / "resumed"
+    assert cli.main([*TINY, "--iters", "4", "--init", str(tmp_path / "latest.pth"), "--resume", "-o", str(resumed)]) == 0
+    rows = list(csv.DictReader(open(resumed / "losses.csv")))
+    assert [r["iteration"] for r in rows] == ["4"] and float(rows[0]["lr"]) == pytest.approx(1e-3)
+    assert read_checkpoint(resumed / "latest.pth").meta["iteration"] == 4
 
 
 def test_fine_tuning_keeps_the_box_convention_of_the_initial_weights(tmp_path):

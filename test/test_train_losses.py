@@ -68,7 +68,8 @@ def test_detection_loss_normalises_by_positives_and_weights_velocity():
     assert losses["cls"].item() == pytest.approx(focal_at_zero)
     assert losses["loss"].item() == pytest.approx(sum(losses[k].item() for k in ("cls", "bbox", "dir")))
     # Two samples with no positive between them still divide by 1 each.
-    none = Targets(targets.labels.new_tensor([2, 2]), torch.ones(2), torch.zeros(2, code), torch.zeros(2, dtype=torch.long), torch.tensor([False, False]))
+    none = Targets(torch.tensor([2, 2]), torch.ones(2), torch.zeros(2, code), torch.zeros(2, dtype=torch.long),
+                   torch.tensor([False, False]))
     two = detection_loss([torch.cat([cls] * 2), torch.cat([reg] * 2), torch.cat([direction] * 2)], [none, none], num_classes)
     assert two["cls"].item() == pytest.approx(8 * 0.75 * 0.25 * math.log(2) / 2)
     assert two["bbox"].item() == 0.0

@@ -27,6 +27,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (torchrun: cuda:LOCAL_RANK)")
     p.add_argument("--seed", type=int, default=0, help="first training scene seed and torch seed")
     p.add_argument("--init", metavar="CHECKPOINT", help="start from these weights (official format; fine-tuning)")
+    p.add_argument("--resume", action="store_true", help="continue the schedule at the iteration stored in --init")
     p.add_argument("-o", "--run-dir", type=Path, required=True, help="writes latest.pth, losses.csv, loss.png")
     p.add_argument("--workers", type=int, default=0, help="data loader processes simulating scans")
     p.add_argument("--save-every", type=int, default=500, help="checkpoint, log and plot every N steps")
@@ -47,7 +48,7 @@ def options(args: argparse.Namespace) -> TrainOptions:
     )
     return TrainOptions(
         preset=args.preset, run_dir=args.run_dir, iters=args.iters, batch_size=args.batch_size, lr=args.lr,
-        device=args.device, seed=args.seed, init=args.init, workers=args.workers, save_every=args.save_every,
+        device=args.device, seed=args.seed, init=args.init, resume=args.resume, workers=args.workers, save_every=args.save_every,
         crop=args.crop, data=data,
     )
 
@@ -59,8 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
-    last = rows[-1]
-    print(f"{args.preset}: {len(rows)} iterations, final loss {last['loss']:.4f}; files in {args.run_dir}")
+    if rows:
+        print(f"{args.preset}: {len(rows)} iterations, final loss {rows[-1]['loss']:.4f}; files in {args.run_dir}")
     return 0
 
 

@@ -9,7 +9,8 @@ mmdet3d's Anchor3DHead: conv weights N(0, 0.01), class bias -log((1 - 0.01) / 0.
 Batches hold per-sample pillars (train-time `max_voxels`: nuScenes 30000, Lyft 60000) encoded
 together, canvases stacked. Under torchrun every rank reads its own sample stream; gradients are
 averaged by DDP (gloo on CPU, nccl on CUDA); BatchNorm statistics stay per process (mmdet3d used
-naiveSyncBN). Rank 0 writes every file.
+naiveSyncBN). Rank 0 writes every file. Checkpoints record the box convention trained in: v1
+from scratch, that of the `--init` weights when fine-tuning.
 """
 from __future__ import annotations
 
@@ -56,6 +57,7 @@ class TrainOptions:
     device: str = "cpu"
     seed: int = 0
     init: str | None = None
+    resume: bool = False  # continue at the iteration recorded in `init` (optimizer moments restart)
     workers: int = 0
     save_every: int = 500
     crop: float | None = None
@@ -192,21 +194,25 @@ def train(opts: TrainOptions) -> list[dict[str, float]]:
         preset = crop_preset(preset, opts.crop)
     model = TrainModel(preset)
     init_head(model.net)
-    convention = "v1"
+    convention, start = "v1", 0
     if opts.init:
         ckpt = read_checkpoint(opts.init)
         load_into(model.net, ckpt, preset)
         convention = box_convention_of(ckpt.meta)
+        if opts.resume:
+            if "iteration" not in ckpt.meta:
+                raise ValueError(f"--resume: {opts.init} records no iteration (use it without --resume to fine-tune)")
+            start = int(ckpt.meta["iteration"])
     model.to(device).train()
     wrapped: nn.Module = DistributedDataParallel(model) if world > 1 else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: lr_factor(i, opts.iters))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: lr_factor(start + i, opts.iters))
     anchors = AnchorCache(preset, convention)
     batches = _batches(opts, preset, rank, world)
     run_dir = Path(opts.run_dir)
     rows: list[dict[str, float]] = []
-    bar = tqdm(total=opts.iters, disable=rank != 0, desc=f"train {preset.name}", dynamic_ncols=True)
-    for iteration in range(1, opts.iters + 1):
+    bar = tqdm(total=opts.iters, initial=start, disable=rank != 0, desc=f"train {preset.name}", dynamic_ncols=True)
+    for iteration in range(start + 1, opts.iters + 1):
         start = time.perf_counter()
         losses = batch_loss(wrapped, preset, anchors, next(batches))
         optimizer.zero_grad(set_to_none=True)
