@@ -87,13 +87,13 @@ def test_loss_falls_when_overfitting_one_sample():
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.01)
     anchors = AnchorCache(preset)
     history = []
-    for _ in range(12):
+    for _ in range(8):
         loss = batch_loss(model, preset, anchors, [data])["loss"]
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         history.append(loss.item())
-    assert np.mean(history[-3:]) < 0.6 * np.mean(history[:3])
+    assert np.mean(history[-2:]) < 0.6 * np.mean(history[:2])
 
 
 def test_torchrun_two_gloo_workers(tmp_path):
