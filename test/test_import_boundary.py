@@ -5,10 +5,10 @@ import json
 import pytest
 
 # Layers that the architecture keeps free of ROS: the model runs offline and in exports,
-# pipeline/ is shared by the node and offline evaluation; runtime/ (backends, bench), sim/ and
-# eval/ are ROS-free too.
+# pipeline/ is shared by the node and offline evaluation; runtime/ (backends, bench), sim/,
+# train/ and eval/ are ROS-free too.
 ROS_FREE = ["regnet_pillars_ros.model", "regnet_pillars_ros.pipeline", "regnet_pillars_ros.runtime",
-            "regnet_pillars_ros.sim", "regnet_pillars_ros.eval"]
+            "regnet_pillars_ros.sim", "regnet_pillars_ros.train", "regnet_pillars_ros.eval"]
 
 PROBE = """
 import importlib, json, pkgutil, sys

@@ -7,9 +7,13 @@ pillar here, which gives the same result at a fraction of the cost.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
 
+
+LayerFn = Callable[["VFELayer", torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 BN_EPS = 1e-3
 BN_MOMENTUM = 0.01
@@ -68,19 +72,28 @@ class HardVFE(nn.Module):
         centre = cell_xyz * xyz.new_tensor(self.voxel_size) + xyz.new_tensor(self.offset)
         return torch.cat([points, xyz - mean[point_pillar], xyz - centre], dim=1)
 
-    def forward(self, points: torch.Tensor, point_pillar: torch.Tensor, coors: torch.Tensor, num_points: torch.Tensor) -> torch.Tensor:
-        """Kept points [P, 4] of M pillars (see `Pillars`) -> pillar features [M, C_out]."""
+    def forward(
+        self, points: torch.Tensor, point_pillar: torch.Tensor, coors: torch.Tensor, num_points: torch.Tensor,
+        apply_layer: LayerFn | None = None,
+    ) -> torch.Tensor:
+        """Kept points [P, 4] of M pillars (see `Pillars`) -> pillar features [M, C_out].
+
+        `apply_layer(layer, points_rows, padding_rows)` replaces the plain per-row layer call;
+        training passes one whose BatchNorm statistics count every padded slot (the rows here hold
+        each pillar's padding once, so plain training-mode BatchNorm would weigh it wrongly).
+        """
+        apply = apply_layer or (lambda layer, x, pad: (layer(x), layer(pad)))
         x = self.augment(points, point_pillar, coors, num_points)
         padded = (num_points < self.max_num_points).unsqueeze(1)
         # What a padded (all-zero) slot becomes after each layer: one row per pillar.
         pad = x.new_zeros((coors.shape[0], x.shape[1]))
         for layer in self.vfe_layers[:-1]:
-            x, pad = layer(x), layer(pad)
+            x, pad = apply(layer, x, pad)
             pooled = self._pool(x, pad, point_pillar, padded)
             x = torch.cat([x, pooled[point_pillar]], dim=1)
             pad = torch.cat([pad, pooled], dim=1)
-        last = self.vfe_layers[-1]
-        return self._pool(last(x), last(pad), point_pillar, padded)
+        x, pad = apply(self.vfe_layers[-1], x, pad)
+        return self._pool(x, pad, point_pillar, padded)
 
     @staticmethod
     def _pool(x: torch.Tensor, pad: torch.Tensor, point_pillar: torch.Tensor, padded: torch.Tensor) -> torch.Tensor:

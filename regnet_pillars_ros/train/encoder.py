@@ -40,17 +40,8 @@ def _layer(layer: VFELayer, x: torch.Tensor, pad: torch.Tensor, pad_count: torch
 
 def vfe_train(vfe: HardVFE, points: torch.Tensor, point_pillar: torch.Tensor, coors: torch.Tensor, num_points: torch.Tensor) -> torch.Tensor:
     """HardVFE forward with dense-layout BatchNorm statistics -> pillar features [M, C_out]."""
-    x = vfe.augment(points, point_pillar, coors, num_points)
     pad_count = vfe.max_num_points - num_points
-    padded = (pad_count > 0).unsqueeze(1)
-    pad = x.new_zeros((coors.shape[0], x.shape[1]))
-    for layer in vfe.vfe_layers[:-1]:
-        x, pad = _layer(layer, x, pad, pad_count)
-        pooled = vfe._pool(x, pad, point_pillar, padded)
-        x = torch.cat([x, pooled[point_pillar]], dim=1)
-        pad = torch.cat([pad, pooled], dim=1)
-    x, pad = _layer(vfe.vfe_layers[-1], x, pad, pad_count)
-    return vfe._pool(x, pad, point_pillar, padded)
+    return vfe(points, point_pillar, coors, num_points, apply_layer=lambda layer, x, pad: _layer(layer, x, pad, pad_count))
 
 
 def encode_batch(net: PointPillarsNet, batch: list[Pillars]) -> torch.Tensor:
