@@ -11,8 +11,9 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import rclpy
@@ -241,3 +242,16 @@ def stamp_ns_of(stamp) -> int:
     return stamp.sec * 1_000_000_000 + stamp.nanosec
 
 
+@contextmanager
+def probe_of(node: "NodeProcess") -> Iterator["Probe"]:
+    """A Probe in its own rclpy context once `node` has published LabelInfo; stops both after."""
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    probe = Probe(context, watch=node.check)
+    try:
+        probe.wait(lambda: probe.labels, "LabelInfo from the starting node")
+        yield probe
+    finally:
+        probe.close()
+        context.try_shutdown()
+        node.stop()

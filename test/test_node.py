@@ -16,13 +16,12 @@ import pytest
 pytest.importorskip("rclpy", reason="rclpy not installed (scripts/setup_env.sh)")
 pytest.importorskip("vision_msgs.msg", reason="vision_msgs not generated (scripts/setup_env.sh)")
 
-import rclpy  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 from tf2_msgs.msg import TFMessage  # noqa: E402
 from vision_msgs.msg import LabelInfo  # noqa: E402
 from visualization_msgs.msg import Marker  # noqa: E402
 
-from node_probe import (LATCHED, NodeProcess, Probe, flat_scores_checkpoint,  # noqa: E402
+from node_probe import (LATCHED, NodeProcess, flat_scores_checkpoint, probe_of,  # noqa: E402
                         node_args, scene, stamp_ns_of, stamp_of, transform)
 from regnet_pillars_ros.model import get_preset  # noqa: E402
 from regnet_pillars_ros.ros.cloud import read_points, to_msg  # noqa: E402
@@ -52,16 +51,8 @@ def ctx(tmp_path_factory):
                                  num_sweeps=2,  # keeps stacked clouds small and steady
                                  tf_wait_s=3.0),  # 2 shared cores: /tf may lag the cloud
                        tmp / "node.log")
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    probe = Probe(context, watch=node.check)
-    try:
-        probe.wait(lambda: probe.labels, "LabelInfo from the starting node")
+    with probe_of(node) as probe:
         yield {"probe": probe, "node": node, "ckpt": ckpt}
-    finally:
-        probe.close()
-        context.try_shutdown()
-        node.stop()
 
 
 def class_ids(msg) -> list[str]:

@@ -10,10 +10,9 @@ import pytest
 pytest.importorskip("rclpy", reason="rclpy not installed (scripts/setup_env.sh)")
 pytest.importorskip("vision_msgs.msg", reason="vision_msgs not generated (scripts/setup_env.sh)")
 
-import rclpy  # noqa: E402
 from nav_msgs.msg import Odometry  # noqa: E402
 
-from node_probe import (NODE, NodeProcess, Probe, flat_scores_checkpoint, node_args,  # noqa: E402
+from node_probe import (NODE, NodeProcess, flat_scores_checkpoint, node_args, probe_of,  # noqa: E402
                         scene, stamp_of)
 from regnet_pillars_ros.model import get_preset  # noqa: E402
 
@@ -32,16 +31,8 @@ def running(request, tmp_path, monkeypatch):
                                  num_sweeps=2, ego_motion_source="odometry",
                                  target_frame="odom", tf_wait_s=3.0, backend=request.param),
                        tmp_path / "node.log")
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    probe = Probe(context, watch=node.check)
-    try:
-        probe.wait(lambda: probe.labels, "LabelInfo from the starting node")
+    with probe_of(node) as probe:
         yield probe, request.param
-    finally:
-        probe.close()
-        context.try_shutdown()
-        node.stop()
 
 
 def odometry(stamp_ns: int, x: float, yaw: float) -> Odometry:
