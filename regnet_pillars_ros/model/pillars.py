@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 
-LayerFn = Callable[["VFELayer", torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+# (layer, projected point rows, projected padding rows) -> both after BatchNorm and ReLU.
+ActivateFn = Callable[["VFELayer", torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 BN_EPS = 1e-3
 BN_MOMENTUM = 0.01
@@ -28,9 +29,18 @@ class VFELayer(nn.Module):
         self.norm = nn.BatchNorm1d(out_channels, eps=BN_EPS, momentum=BN_MOMENTUM)
         self.linear = nn.Linear(in_channels, out_channels, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """[P, C_in] -> [P, C_out]."""
-        return torch.relu(self.norm(self.linear(x)))
+    def project(self, x: torch.Tensor, pooled: torch.Tensor | None = None, index: torch.Tensor | None = None) -> torch.Tensor:
+        """linear(x), or linear([x, pooled[index]]) without building that [P, C_in] concatenation:
+        the pooled half of the weights is applied once per pillar and then gathered."""
+        if pooled is None:
+            return self.linear(x)
+        weight = self.linear.weight
+        from_pooled = pooled @ weight[:, x.shape[1]:].t()
+        return x @ weight[:, : x.shape[1]].t() + (from_pooled if index is None else from_pooled[index])
+
+    def activate(self, projected: torch.Tensor) -> torch.Tensor:
+        """BatchNorm and ReLU of projected rows."""
+        return torch.relu(self.norm(projected))
 
 
 def segment_max(values: torch.Tensor, segment: torch.Tensor, num_segments: int) -> torch.Tensor:
@@ -74,26 +84,25 @@ class HardVFE(nn.Module):
 
     def forward(
         self, points: torch.Tensor, point_pillar: torch.Tensor, coors: torch.Tensor, num_points: torch.Tensor,
-        apply_layer: LayerFn | None = None,
+        activate: ActivateFn | None = None,
     ) -> torch.Tensor:
         """Kept points [P, 4] of M pillars (see `Pillars`) -> pillar features [M, C_out].
 
-        `apply_layer(layer, points_rows, padding_rows)` replaces the plain per-row layer call;
-        training passes one whose BatchNorm statistics count every padded slot (the rows here hold
-        each pillar's padding once, so plain training-mode BatchNorm would weigh it wrongly).
+        Layers after the first see [own features, pillar max], as in mmdet3d; `VFELayer.project`
+        applies them without materialising that concatenation. `activate(layer, point_rows,
+        padding_rows)` replaces the plain BatchNorm + ReLU: training passes one whose statistics
+        count every padded slot (the rows here hold each pillar's padding once).
         """
-        apply = apply_layer or (lambda layer, x, pad: (layer(x), layer(pad)))
+        activate = activate or (lambda layer, x, pad: (layer.activate(x), layer.activate(pad)))
         x = self.augment(points, point_pillar, coors, num_points)
         padded = (num_points < self.max_num_points).unsqueeze(1)
         # What a padded (all-zero) slot becomes after each layer: one row per pillar.
         pad = x.new_zeros((coors.shape[0], x.shape[1]))
-        for layer in self.vfe_layers[:-1]:
-            x, pad = apply(layer, x, pad)
+        pooled = None
+        for layer in self.vfe_layers:
+            x, pad = activate(layer, layer.project(x, pooled, point_pillar), layer.project(pad, pooled))
             pooled = self._pool(x, pad, point_pillar, padded)
-            x = torch.cat([x, pooled[point_pillar]], dim=1)
-            pad = torch.cat([pad, pooled], dim=1)
-        x, pad = apply(self.vfe_layers[-1], x, pad)
-        return self._pool(x, pad, point_pillar, padded)
+        return pooled
 
     @staticmethod
     def _pool(x: torch.Tensor, pad: torch.Tensor, point_pillar: torch.Tensor, padded: torch.Tensor) -> torch.Tensor:

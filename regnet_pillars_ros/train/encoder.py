@@ -33,15 +33,15 @@ def _weighted_batch_norm(norm: nn.BatchNorm1d, x: torch.Tensor, pad: torch.Tenso
     return (x - mean) * scale + norm.bias, (pad - mean) * scale + norm.bias
 
 
-def _layer(layer: VFELayer, x: torch.Tensor, pad: torch.Tensor, pad_count: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    x, pad = _weighted_batch_norm(layer.norm, layer.linear(x), layer.linear(pad), pad_count)
-    return torch.relu(x), torch.relu(pad)
-
-
 def vfe_train(vfe: HardVFE, points: torch.Tensor, point_pillar: torch.Tensor, coors: torch.Tensor, num_points: torch.Tensor) -> torch.Tensor:
     """HardVFE forward with dense-layout BatchNorm statistics -> pillar features [M, C_out]."""
     pad_count = vfe.max_num_points - num_points
-    return vfe(points, point_pillar, coors, num_points, apply_layer=lambda layer, x, pad: _layer(layer, x, pad, pad_count))
+
+    def activate(layer: VFELayer, x: torch.Tensor, pad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x, pad = _weighted_batch_norm(layer.norm, x, pad, pad_count)
+        return torch.relu(x), torch.relu(pad)
+
+    return vfe(points, point_pillar, coors, num_points, activate=activate)
 
 
 def encode_batch(net: PointPillarsNet, batch: list[Pillars]) -> torch.Tensor:
