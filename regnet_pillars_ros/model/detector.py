@@ -14,7 +14,7 @@ from .checkpoint import CONVENTIONS, CheckpointError, box_convention_of, load_in
 from .detections import Detections
 from .head import flatten_maps, level_anchors
 from .network import PointPillarsNet
-from .placeholder import placeholder_weights
+from .placeholder import placeholder_weights, synthetic_cloud
 from .postprocess import Candidates, PostprocessConfig, postprocess, select_candidates
 from .presets import Preset, get_preset
 from .voxelize import Pillars, voxelize
@@ -234,7 +234,4 @@ class Detector:
 
     def warmup(self, num_points: int = 2000) -> None:
         """Run one small synthetic frame so the first real frame pays no start-up costs."""
-        gen = np.random.default_rng(0)
-        lo, hi = np.array(self.preset.point_cloud_range[:3]), np.array(self.preset.point_cloud_range[3:])
-        xyz = gen.uniform(lo * 0.5, hi * 0.5, size=(num_points, 3))
-        self(np.concatenate([xyz, np.zeros((num_points, 1))], axis=1).astype(np.float32))
+        self(synthetic_cloud(self.preset, num_points))

@@ -12,12 +12,12 @@ from typing import Callable
 import torch
 from torch import nn
 
+from .backbones import BN_EPS, BN_MOMENTUM
+
 
 # (layer, projected point rows, projected padding rows) -> both after BatchNorm and ReLU.
 ActivateFn = Callable[["VFELayer", torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
-BN_EPS = 1e-3
-BN_MOMENTUM = 0.01
 
 
 class VFELayer(nn.Module):

@@ -37,14 +37,15 @@ def placeholder_weights(net: PointPillarsNet, preset: Preset, score_thr: float) 
     p = preset
     pillars = voxelize(synthetic_cloud(p), p.point_cloud_range, p.voxel_size, p.max_num_points, p.max_voxels)
     norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momentums = [m.momentum for m in norms]
     for m in norms:
         m.reset_running_stats()
         m.momentum = None  # cumulative average: one pass gives exactly that pass's statistics
     net.train()
     net(*pillars.network_inputs())
     net.eval()
-    for m in norms:
-        m.momentum = 0.01
+    for m, momentum in zip(norms, momentums):
+        m.momentum = momentum
     logits = torch.cat([cls.flatten() for cls in net(*pillars.network_inputs())[0::3]])
     kth = torch.topk(logits, min(TARGET_BOXES, logits.numel())).values[-1]
     threshold_logit = float(np.log(score_thr / (1 - score_thr)))
