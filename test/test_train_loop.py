@@ -18,7 +18,7 @@ from regnet_pillars_ros.sim.lidar import LidarConfig
 from regnet_pillars_ros.sim.sweeps import simulate_sample
 from regnet_pillars_ros.train import cli
 from regnet_pillars_ros.train.data import label_map, prepare
-from regnet_pillars_ros.train.loop import TrainModel, batch_loss, crop_preset, init_head, lr_factor
+from regnet_pillars_ros.train.loop import TrainModel, batch_loss, crop_preset, init_head, lr_factor, warmup_fraction
 from regnet_pillars_ros.train.targets import AnchorCache
 from sim_helpers import fixed_scene
 
@@ -29,11 +29,23 @@ TINY = ["--preset", "nus-secfpn", "--batch-size", "1", "--crop", "8", "--keys-pe
 
 def test_schedule_warms_up_then_steps_down():
     iters = 2400
-    assert lr_factor(0, iters) == pytest.approx(1e-3)
-    assert lr_factor(50, iters) < lr_factor(100, iters) <= 1.0  # warm-up: 114 iterations here
-    assert lr_factor(1000, iters) == 1.0
-    assert lr_factor(2000, iters) == pytest.approx(0.1)
-    assert lr_factor(2300, iters) == pytest.approx(0.01)
+    warmup = warmup_fraction(iters)
+    assert warmup * iters == 114
+    assert lr_factor(0, warmup) == pytest.approx(1e-3)
+    assert lr_factor(50 / iters, warmup) < lr_factor(100 / iters, warmup) <= 1.0
+    assert lr_factor(1000 / iters, warmup) == 1.0
+    assert lr_factor(2000 / iters, warmup) == pytest.approx(0.1)
+    assert lr_factor(2300 / iters, warmup) == pytest.approx(0.01)
+    assert warmup_fraction(iters, time_limit=60) == pytest.approx(1000 / 21096)
+
+
+def test_time_limit_ends_the_run_and_saves(tmp_path):
+    assert cli.main([*TINY, "--iters", "1000", "--time-limit", "1", "--save-every", "1000", "-o", str(tmp_path)]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "losses.csv")))
+    assert 1 <= len(rows) < 1000
+    assert read_checkpoint(tmp_path / "latest.pth").meta["iteration"] == len(rows)
+    with pytest.raises(ValueError, match="time-limit"):
+        cli.main([*TINY, "--time-limit", "1", "--resume", "--init", str(tmp_path / "latest.pth"), "-o", str(tmp_path / "r")])
 
 
 def test_crop_keeps_the_anchor_pitch():

@@ -22,6 +22,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--preset", required=True, choices=PRESET_NAMES)
     p.add_argument("--data", default="synthetic", choices=["synthetic"], help="training data source")
     p.add_argument("--iters", type=int, default=1000, help="optimizer steps (the schedule scales to it)")
+    p.add_argument("--time-limit", type=float, metavar="SECONDS",
+                   help="stop after this much training time (the schedule fits it; --iters is then a cap)")
     p.add_argument("--batch-size", type=int, default=2, help="samples per step and process")
     p.add_argument("--lr", type=float, default=0.001, help="AdamW peak learning rate (config: 0.001)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (torchrun: cuda:LOCAL_RANK)")
@@ -49,6 +51,7 @@ def options(args: argparse.Namespace) -> TrainOptions:
     return TrainOptions(
         preset=args.preset, run_dir=args.run_dir, iters=args.iters, batch_size=args.batch_size, lr=args.lr,
         device=args.device, seed=args.seed, init=args.init, resume=args.resume, workers=args.workers, save_every=args.save_every,
+        time_limit=args.time_limit,
         crop=args.crop, data=data,
     )
 

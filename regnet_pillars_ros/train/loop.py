@@ -4,7 +4,9 @@ Settings of the configs (`schedules/schedule-2x.py`, shared by all nine presets)
 (for 8 GPUs x 4 samples; `auto_scale_lr` off), weight decay 0.01, gradient clipping at L2 norm 35,
 a linear warm-up from lr / 1000 over the first 1000 of about 21k iterations (24 epochs), then x0.1
 at epochs 20 and 23. Here the same shape is scaled to `--iters`: warm-up over the first 1000/21096
-of the run (at least one iteration, at most 1000), decays at 20/24 and 23/24 of it. Head init as
+of the run (at least one iteration, at most 1000), decays at 20/24 and 23/24 of it. With a time
+limit the run's progress is the larger of the iteration and time fractions, so the same schedule
+fits a wall-clock budget (warm-up over the first 1000/21096 of it). Head init as
 mmdet3d's Anchor3DHead: conv weights N(0, 0.01), class bias -log((1 - 0.01) / 0.01).
 Batches hold per-sample pillars (train-time `max_voxels`: nuScenes 30000, Lyft 60000) encoded
 together, canvases stacked. Under torchrun every rank reads its own sample stream; gradients are
@@ -60,6 +62,7 @@ class TrainOptions:
     resume: bool = False  # continue at the iteration recorded in `init` (optimizer moments restart)
     workers: int = 0
     save_every: int = 500
+    time_limit: float | None = None  # seconds; the run ends (and saves) when they are spent
     crop: float | None = None
     data: SyntheticConfig = field(default_factory=SyntheticConfig)
 
@@ -110,11 +113,17 @@ def init_head(net: PointPillarsNet, prior: float = 0.01) -> None:
     nn.init.constant_(head.conv_cls.bias, -math.log((1 - prior) / prior))
 
 
-def lr_factor(iteration: int, iters: int) -> float:
-    """The config's warm-up and step decays, scaled from 24 epochs to `iters` iterations."""
-    warmup = min(REFERENCE_WARMUP, max(1, round(iters * REFERENCE_WARMUP / REFERENCE_ITERS)))
-    factor = 1.0 if iteration >= warmup else 1e-3 + (1 - 1e-3) * iteration / warmup
-    return factor * 0.1 ** sum(iteration >= iters * m / 24 for m in (20, 23))
+def warmup_fraction(iters: int, time_limit: float | None = None) -> float:
+    """The part of the run spent warming up: the config's 1000 of 21096 iterations, scaled."""
+    if time_limit:
+        return REFERENCE_WARMUP / REFERENCE_ITERS
+    return min(REFERENCE_WARMUP, max(1, round(iters * REFERENCE_WARMUP / REFERENCE_ITERS))) / iters
+
+
+def lr_factor(progress: float, warmup: float) -> float:
+    """The config's linear warm-up and step decays at `progress` (0..1) of the run."""
+    factor = 1.0 if progress >= warmup else 1e-3 + (1 - 1e-3) * progress / warmup
+    return factor * 0.1 ** sum(progress >= m / 24 for m in (20, 23))
 
 
 def batch_loss(model: nn.Module, preset: Preset, anchors: AnchorCache, samples: list[TrainSample]) -> dict[str, torch.Tensor]:
@@ -155,6 +164,27 @@ def save(model: TrainModel, preset: Preset, path: Path, convention: str, iterati
     return write_checkpoint(path, state, preset, convention, iteration=iteration, note=NOTE)
 
 
+def save_run(model: TrainModel, preset: Preset, run_dir: Path, convention: str, rows: list[dict[str, float]]) -> None:
+    """latest.pth, losses.csv and loss.png of the run so far."""
+    save(model, preset, run_dir / "latest.pth", convention, int(rows[-1]["iteration"]))
+    write_log(rows, run_dir / "losses.csv")
+    plot_losses(rows, run_dir / "loss.png")
+
+
+def run_progress(iteration: int, opts: TrainOptions, elapsed: float, device: torch.device, world: int) -> float:
+    """The fraction of the run done before `iteration`: by iterations, or by time when that is
+    further along. Under torchrun rank 0's clock decides, so every rank stops at the same step."""
+    progress = (iteration - 1) / opts.iters
+    if opts.time_limit is None:
+        return progress
+    progress = max(progress, elapsed / opts.time_limit)
+    if world > 1:
+        shared = torch.tensor([progress], dtype=torch.float64, device=device)
+        dist.broadcast(shared, 0)
+        progress = float(shared)
+    return progress
+
+
 def plot_losses(rows: list[dict[str, float]], path: Path) -> None:
     import matplotlib
 
@@ -187,6 +217,8 @@ def train(opts: TrainOptions) -> list[dict[str, float]]:
 
     Returns the logged rows (iteration, losses averaged over ranks, lr, seconds).
     """
+    if opts.time_limit is not None and opts.resume:
+        raise ValueError("--resume continues an iteration-based schedule; it cannot be combined with --time-limit")
     rank, world, device = _distributed(opts.device)
     torch.manual_seed(opts.seed)
     preset = get_preset(opts.preset)
@@ -206,33 +238,39 @@ def train(opts: TrainOptions) -> list[dict[str, float]]:
     model.to(device).train()
     wrapped: nn.Module = DistributedDataParallel(model) if world > 1 else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: lr_factor(start + i, opts.iters))
+    warmup = warmup_fraction(opts.iters, opts.time_limit)
     anchors = AnchorCache(preset, convention)
     batches = _batches(opts, preset, rank, world)
     run_dir = Path(opts.run_dir)
     rows: list[dict[str, float]] = []
     bar = tqdm(total=opts.iters, initial=start, disable=rank != 0, desc=f"train {preset.name}", dynamic_ncols=True)
+    began = time.perf_counter()
     for iteration in range(start + 1, opts.iters + 1):
-        start = time.perf_counter()
+        progress = run_progress(iteration, opts, time.perf_counter() - began, device, world)
+        if progress >= 1.0:
+            break
+        step_start = time.perf_counter()
+        lr = opts.lr * lr_factor(progress, warmup)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
         losses = batch_loss(wrapped, preset, anchors, next(batches))
         optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
         nn.utils.clip_grad_norm_(model.parameters(), opts.grad_clip)
         optimizer.step()
-        lr = optimizer.param_groups[0]["lr"]
-        scheduler.step()
         values = torch.stack([losses[k].detach() for k in LOSS_KEYS])
         if world > 1:
             dist.all_reduce(values)
             values /= world
-        row = {"iteration": iteration, **dict(zip(LOSS_KEYS, values.tolist())), "lr": lr, "seconds": time.perf_counter() - start}
+        row = {"iteration": iteration, **dict(zip(LOSS_KEYS, values.tolist())), "lr": lr,
+               "seconds": time.perf_counter() - step_start}
         rows.append(row)
         bar.set_postfix({k: f"{row[k]:.3f}" for k in LOSS_KEYS})
         bar.update()
-        if rank == 0 and (iteration % opts.save_every == 0 or iteration == opts.iters):
-            save(model, preset, run_dir / "latest.pth", convention, iteration)
-            write_log(rows, run_dir / "losses.csv")
-            plot_losses(rows, run_dir / "loss.png")
+        if rank == 0 and iteration % opts.save_every == 0:
+            save_run(model, preset, run_dir, convention, rows)
+    if rank == 0 and rows and rows[-1]["iteration"] % opts.save_every:
+        save_run(model, preset, run_dir, convention, rows)
     bar.close()
     if world > 1:
         dist.barrier()
