@@ -70,7 +70,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     points = read_points(args.points, args.dims)
     detector = Detector.from_preset(
         args.preset, args.checkpoint, device=args.device, box_convention=args.box_convention,
-        verify_sha256=not args.no_verify_sha256, backend=args.backend, precision=args.precision,
+        verify_sha256=not args.no_verify_sha256, backend=args.backend, precision=args.precision, cuda_graph=args.cuda_graph,
     )
     if args.score_threshold is not None:
         detector.score_threshold = args.score_threshold
@@ -130,6 +130,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         presets=presets, device=args.device, num_points=args.points, repeats=args.repeats, warmup=args.warmup,
         cloud=args.cloud, checkpoint=args.checkpoint, threads=args.threads, score_threshold=args.score_threshold,
         backends=list(BACKENDS) if args.backend == "all" else [args.backend], precision=args.precision,
+        cuda_graph=args.cuda_graph,
     )
     report = run_bench(config)
     json_path = args.json or Path("results") / "bench" / f"bench-{args.preset}-{args.device}.json"
@@ -172,7 +173,11 @@ def add_backend_options(parser: argparse.ArgumentParser, allow_all: bool = False
     parser.add_argument("--backend", default="torch", choices=choices,
                         help="torch, or onnxruntime (a .pth is exported to ONNX once and cached; an .onnx runs as is)"
                         + (", or all" if allow_all else "") + " (default torch)")
-    parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="fp32, or fp16 (torch on CUDA) (default fp32)")
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                        help="fp32 (IEEE), or with the torch backend on CUDA: tf32 (cuDNN TF32 convolutions), "
+                        "fp16 or bf16 (autocast; the pillar encoder stays fp32) (default fp32)")
+    parser.add_argument("--cuda-graph", action="store_true",
+                        help="torch on CUDA: replay backbone, neck and head as one CUDA graph (captured on the first frame)")
 
 
 def build_parser() -> argparse.ArgumentParser:

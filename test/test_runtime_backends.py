@@ -80,8 +80,11 @@ def test_onnx_of_another_preset_is_refused(onnx_file):
 def test_bad_backend_and_precision_are_refused():
     with pytest.raises(ValueError, match="backend must be one of"):
         Detector.from_preset(PRESET, backend="tensorflow")
-    with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
-        Detector.from_preset(PRESET, precision="fp16")
+    for precision in ("tf32", "fp16", "bf16"):
+        with pytest.raises(ValueError, match=f"{precision} needs a CUDA device"):
+            Detector.from_preset(PRESET, precision=precision)
+    with pytest.raises(ValueError, match="cuda_graph needs a CUDA device"):
+        Detector.from_preset(PRESET, cuda_graph=True)
 
 
 def test_provider_order_prefers_tensorrt_then_cuda(tmp_path):
@@ -100,9 +103,19 @@ def test_torch_cuda_fp32_matches_cpu(points, reference):
 
 
 @needs_cuda
-def test_torch_cuda_fp16_match_rate(points, reference):
-    """fp16: same-class pairs with BEV IoU > 0.9 for at least 99% of the boxes scoring > 0.3."""
-    got = Detector.from_preset(PRESET, FIXTURE / "checkpoint.pth", device="cuda", precision="fp16")(points)
+def test_torch_cuda_graph_matches_cpu(points, reference):
+    detector = Detector.from_preset(PRESET, FIXTURE / "checkpoint.pth", device="cuda", cuda_graph=True)
+    for _ in range(2):  # the first frame captures, the second replays
+        assert_same_detections(detector(points), reference)
+    assert_same_detections(detector(points[::2].copy()), Detector.from_preset(PRESET, FIXTURE / "checkpoint.pth")(points[::2].copy()))
+
+
+@needs_cuda
+@pytest.mark.parametrize("precision,cuda_graph", [("tf32", False), ("fp16", False), ("bf16", False), ("fp16", True)])
+def test_torch_cuda_reduced_precision_match_rate(points, reference, precision, cuda_graph):
+    """Same-class pairs with BEV IoU > 0.9 for at least 99% of the boxes scoring > 0.3."""
+    got = Detector.from_preset(PRESET, FIXTURE / "checkpoint.pth", device="cuda", precision=precision,
+                               cuda_graph=cuda_graph)(points)
     strong = reference.scores > 0.3
     assert strong.sum() > 0
     ref_bev = physical_bev(torch.from_numpy(reference.boxes[strong]), "v1")

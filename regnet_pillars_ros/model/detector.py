@@ -95,6 +95,7 @@ class Detector:
         verify_sha256: bool = True,
         backend: str = "torch",
         precision: str = "fp32",
+        cuda_graph: bool = False,
     ) -> "Detector":
         """Build preset `name` with the weights of `checkpoint` on `device` and `backend`.
 
@@ -103,7 +104,8 @@ class Detector:
         box_convention: 'auto' reads it from the checkpoint (official v0.1.0 files are 'v0');
             'v0' or 'v1' overrides it.
         backend: 'torch' or 'onnxruntime' (a .pth is exported to ONNX once and cached).
-        precision: 'fp32', or 'fp16' (torch backend on CUDA).
+        precision: 'fp32', or on CUDA with the torch backend 'tf32', 'fp16' or 'bf16'.
+        cuda_graph: replay backbone, neck and head as a CUDA graph (torch backend on CUDA).
         """
         # The runtime layer builds on the model layer: imported here, not at module level.
         from ..runtime.backends import BACKENDS, OnnxRuntimeBackend, TorchBackend
@@ -138,10 +140,11 @@ class Detector:
         if box_convention != "auto":
             convention = box_convention
         if backend == "torch":
-            runner: "InferenceBackend" = TorchBackend(net, torch_device, precision)
+            runner: "InferenceBackend" = TorchBackend(net, torch_device, precision, cuda_graph=cuda_graph)
         else:
-            if precision != "fp32":
-                raise ValueError("the onnxruntime backend runs fp32 exports; use the torch backend for fp16")
+            if precision != "fp32" or cuda_graph:
+                raise ValueError("the onnxruntime backend runs fp32 exports as they are; precision and cuda_graph "
+                                 "are torch-backend options")
             runner = OnnxRuntimeBackend(onnx_path, torch_device, trt_cache_dir=cache_dir() / "tensorrt")
         log.info("preset %s: weights from %s, box convention %s, %s backend on %s", name, source, convention, backend, torch_device)
         return cls(preset, runner, convention, torch_device, source)

@@ -36,8 +36,9 @@ PARAMS: tuple[Param, ...] = (
     Param("device", "auto", "Inference device (auto: CUDA when available)", True,
           choices=("auto", "cpu", "cuda")),
     Param("backend", "torch", "Inference backend", True, choices=BACKENDS),
-    Param("precision", "fp32", "Inference precision (fp16: torch backend on CUDA)", True,
+    Param("precision", "fp32", "Inference precision (tf32, fp16, bf16: torch backend on CUDA)", True,
           choices=PRECISIONS),
+    Param("cuda_graph", False, "Replay backbone, neck and head as a CUDA graph (torch backend on CUDA)", True),
     # Output filtering: live.
     Param("score_threshold", 0.3, "Minimum score of a published box", range=(0.0, 1.0)),
     Param("class_score_thresholds", [], "Per-class minimum scores, entries 'class=score' "

@@ -21,7 +21,8 @@ StageTimer = Callable[[str], ContextManager[None]]
 NetworkInputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 BACKENDS = ("torch", "onnxruntime")
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
+AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 class InferenceBackend(Protocol):
@@ -35,37 +36,54 @@ def no_timing(_: str) -> ContextManager[None]:
 
 
 class TorchBackend:
-    """The PyTorch network, fp32 or fp16 (autocast on CUDA; the pillar encoder stays fp32).
+    """The PyTorch network in one of `PRECISIONS` (all but fp32 on CUDA only).
 
-    Runs a copy of the network with BatchNorm folded into the convolutions and, by default, in
-    channels-last layout (about 15% faster on a 2-core CPU); `net` keeps the loaded weights as
-    they are, for exports and inspection.
+    fp32 is IEEE fp32 (cuDNN's TF32 convolutions switched off), tf32 lets cuDNN use TF32, fp16 and
+    bf16 autocast the backbone, neck and head (the pillar encoder stays fp32). Runs a copy of the
+    network with BatchNorm folded into the convolutions and, by default, in channels-last layout
+    (about 15% faster on a 2-core CPU); `net` keeps the loaded weights as they are, for exports
+    and inspection. `cuda_graph` replays backbone, neck and head as one CUDA graph captured on
+    the first frame (the canvas shape is fixed per preset; the pillar count is not, so the
+    encoder runs eagerly).
     """
 
     name = "torch"
 
-    def __init__(self, net: PointPillarsNet, device: torch.device, precision: str = "fp32", channels_last: bool = True):
+    def __init__(self, net: PointPillarsNet, device: torch.device, precision: str = "fp32", channels_last: bool = True,
+                 cuda_graph: bool = False):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-        if precision == "fp16" and device.type != "cuda":
-            raise ValueError("precision fp16 needs a CUDA device (half-precision convolutions are slow or missing on CPU)")
+        if precision != "fp32" and device.type != "cuda":
+            raise ValueError(f"precision {precision} needs a CUDA device (on CPU the torch backend runs fp32)")
+        if cuda_graph and device.type != "cuda":
+            raise ValueError("cuda_graph needs a CUDA device")
         self.net = net.to(device).eval()
         self.device = device
         self.precision = precision
         self.channels_last = channels_last
+        self.cuda_graph = cuda_graph
         self.runner = copy.deepcopy(self.net)
         fold_batchnorm(self.runner)
         if channels_last:
             self.runner.to(memory_format=torch.channels_last)
+        self._graph: _CapturedNetwork | None = None
 
     def __call__(self, inputs: NetworkInputs, stage: StageTimer = no_timing) -> list[torch.Tensor]:
-        net = self.runner
         with stage("encoder"):
-            canvas = net.encode(*inputs)
+            canvas = self.runner.encode(*inputs)
             if self.channels_last:
                 canvas = canvas.contiguous(memory_format=torch.channels_last)
-        autocast = torch.autocast("cuda", dtype=torch.float16) if self.precision == "fp16" else contextlib.nullcontext()
-        with autocast:
+        if not self.cuda_graph:
+            return self._network(canvas, stage)
+        with stage("network"):
+            if self._graph is None:
+                self._graph = _CapturedNetwork(self._network, canvas)
+            return self._graph(canvas)
+
+    def _network(self, canvas: torch.Tensor, stage: StageTimer = no_timing) -> list[torch.Tensor]:
+        """Backbone, neck and head on the canvas in this backend's precision -> float32 maps."""
+        net = self.runner
+        with self._math_mode():
             with stage("backbone"):
                 feats = net.pts_backbone(canvas)
             with stage("neck"):
@@ -73,6 +91,38 @@ class TorchBackend:
             with stage("head"):
                 maps = [m for level in net.pts_bbox_head(feats) for m in level]
         return [m.float() for m in maps]
+
+    def _math_mode(self) -> ContextManager[None]:
+        if self.device.type != "cuda":
+            return contextlib.nullcontext()
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.backends.cudnn.flags(enabled=True, benchmark=True, allow_tf32=self.precision == "tf32"))
+        if self.precision in AUTOCAST_DTYPES:
+            stack.enter_context(torch.autocast("cuda", dtype=AUTOCAST_DTYPES[self.precision]))
+        return stack
+
+
+class _CapturedNetwork:
+    """A function of one fixed-shape CUDA tensor, captured once as a CUDA graph and replayed."""
+
+    def __init__(self, fn: Callable[[torch.Tensor], list[torch.Tensor]], example: torch.Tensor, warmup: int = 3):
+        self.static_input = example.clone()
+        side = torch.cuda.Stream(example.device)
+        side.wait_stream(torch.cuda.current_stream(example.device))
+        with torch.cuda.stream(side):  # cuDNN picks its algorithms before the capture
+            for _ in range(warmup):
+                fn(self.static_input)
+        torch.cuda.current_stream(example.device).wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.static_outputs = fn(self.static_input)
+
+    def __call__(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if x.shape != self.static_input.shape:
+            raise ValueError(f"CUDA graph captured for {tuple(self.static_input.shape)}, got {tuple(x.shape)}")
+        self.static_input.copy_(x)
+        self.graph.replay()
+        return [o.clone() for o in self.static_outputs]
 
 
 def onnx_providers(device: torch.device, trt_cache_dir: Path | None = None) -> list:

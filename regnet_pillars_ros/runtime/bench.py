@@ -52,6 +52,7 @@ class BenchConfig:
     checkpoint: Path | None = None  # None: seeded random weights
     backends: list[str] = field(default_factory=lambda: ["torch"])
     precision: str = "fp32"
+    cuda_graph: bool = False
     threads: int | None = None
     score_threshold: float | None = None  # None: the preset's test_cfg value
     seed: int = 0
@@ -62,6 +63,7 @@ class PresetResult:
     preset: str
     backend: str
     precision: str
+    cuda_graph: bool
     stages_ms: dict[str, dict[str, float]]  # stage -> {"median", "p90"}
     fps: float
     voxelize_share: float  # preprocess median / total median
@@ -144,6 +146,7 @@ def time_preset(detector: Detector, cloud: np.ndarray, repeats: int, warmup: int
         preset=detector.preset.name,
         backend=detector.backend.name,
         precision=getattr(detector.backend, "precision", "fp32"),
+        cuda_graph=getattr(detector.backend, "cuda_graph", False),
         stages_ms=stages,
         fps=1000.0 / total,
         voxelize_share=stages["preprocess"]["median"] / total,
@@ -201,7 +204,7 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
     for name in config.presets:
         for backend in config.backends:
             detector = Detector.from_preset(name, config.checkpoint, device=config.device, backend=backend,
-                                            precision=config.precision)
+                                            precision=config.precision, cuda_graph=config.cuda_graph)
             if config.score_threshold is not None:
                 detector.score_threshold = config.score_threshold
             results.append(time_preset(detector, cloud, config.repeats, config.warmup))
@@ -219,6 +222,11 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
         "weights_note": note,
         "results": [asdict(r) for r in results],
     }
+
+
+def variant(result: dict) -> str:
+    """'torch fp16', 'torch fp16 + CUDA graph', 'onnxruntime fp32', ..."""
+    return f"{result['backend']} {result['precision']}" + (" + CUDA graph" if result.get("cuda_graph") else "")
 
 
 def markdown_table(report: dict[str, Any]) -> str:
@@ -241,7 +249,7 @@ def markdown_table(report: dict[str, Any]) -> str:
         )
         memory = " / ".join(f"{v:.0f} ({k})" for k, v in r["memory_mib"].items())
         lines.append(
-            f"| {r['preset']} | {r['backend']} {r['precision']} | {r['frame']['points_in_range']} | {r['frame']['pillars']} | {times} | {r['fps']:.2f} "
+            f"| {r['preset']} | {variant(r)} | {r['frame']['points_in_range']} | {r['frame']['pillars']} | {times} | {r['fps']:.2f} "
             f"| {memory} | {r['voxelize_share']:.1%} | {r['nms_share']:.1%} | {r['frame']['detections']} |"
         )
     return "\n".join(lines) + "\n"
@@ -261,7 +269,7 @@ def bar_chart(report: dict[str, Any], path: Path) -> bool:
     left = np.zeros(len(results))
     for key, label in STAGES[:-1]:
         widths = np.array([r["stages_ms"].get(key, {"median": 0.0})["median"] for r in results])
-        ax.barh([f"{r['preset']} ({r['backend']} {r['precision']})" for r in results], widths, left=left, label=label)
+        ax.barh([f"{r['preset']} ({variant(r)})" for r in results], widths, left=left, label=label)
         left += widths
     env = report["environment"]
     ax.set_xlabel("median ms per frame")
