@@ -40,10 +40,16 @@ def test_schedule_warms_up_then_steps_down():
 
 
 def test_time_limit_ends_the_run_and_saves(tmp_path):
-    assert cli.main([*TINY, "--iters", "1000", "--time-limit", "1", "--save-every", "1000", "-o", str(tmp_path)]) == 0
+    assert cli.main([*TINY, "--iters", "1000", "--time-limit", "1", "--save-every", "1000", "--fp16-storage",
+                     "-o", str(tmp_path)]) == 0
     rows = list(csv.DictReader(open(tmp_path / "losses.csv")))
     assert 1 <= len(rows) < 1000
-    assert read_checkpoint(tmp_path / "latest.pth").meta["iteration"] == len(rows)
+    ckpt = read_checkpoint(tmp_path / "latest.pth")
+    assert ckpt.meta["iteration"] == len(rows)
+    assert ckpt.state_dict["pts_bbox_head.conv_cls.weight"].dtype == torch.float16
+    net = Detector.from_preset("nus-secfpn", tmp_path / "latest.pth").net
+    assert net.pts_bbox_head.conv_cls.weight.dtype == torch.float32
+    torch.testing.assert_close(net.pts_bbox_head.conv_cls.weight.detach(), ckpt.state_dict["pts_bbox_head.conv_cls.weight"].float())
     with pytest.raises(ValueError, match="time-limit"):
         cli.main([*TINY, "--time-limit", "1", "--resume", "--init", str(tmp_path / "latest.pth"), "-o", str(tmp_path / "r")])
 

@@ -165,8 +165,13 @@ def random_state_dict(model: nn.Module, seed: int, cls_bias: float = 0.0) -> "Or
     return OrderedDict((key, values[key]) for key in model.state_dict())
 
 
-def write_checkpoint(path: str | Path, state_dict: "OrderedDict[str, torch.Tensor]", preset: Preset, convention: str, **meta: Any) -> Path:
-    """Write `{'meta', 'state_dict'}` in the official layout; meta records classes and box convention."""
+def write_checkpoint(path: str | Path, state_dict: "OrderedDict[str, torch.Tensor]", preset: Preset, convention: str,
+                     fp16_storage: bool = False, **meta: Any) -> Path:
+    """Write `{'meta', 'state_dict'}` in the official layout; meta records classes and box convention.
+
+    fp16_storage stores floating tensors as float16 (half the file); loading casts them back to
+    the model's float32.
+    """
     if convention not in CONVENTIONS:
         raise ValueError(f"box convention must be one of {CONVENTIONS}, got {convention!r}")
     path = Path(path)
@@ -178,5 +183,7 @@ def write_checkpoint(path: str | Path, state_dict: "OrderedDict[str, torch.Tenso
         "written_by": "regnet_pillars_ros",
         **meta,
     }
+    if fp16_storage:
+        state_dict = OrderedDict((k, v.half() if v.is_floating_point() else v) for k, v in state_dict.items())
     torch.save({"meta": full_meta, "state_dict": state_dict}, path)
     return path

@@ -33,6 +33,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("-o", "--run-dir", type=Path, required=True, help="writes latest.pth, losses.csv, loss.png")
     p.add_argument("--workers", type=int, default=0, help="data loader processes simulating scans")
     p.add_argument("--save-every", type=int, default=500, help="checkpoint, log and plot every N steps")
+    p.add_argument("--fp16-storage", action="store_true", help="store checkpoint tensors as float16 (half the file)")
     p.add_argument("--crop", type=float, metavar="M", help="train on the +-M m square around the sensor (faster; multiple of 2 m)")
     p.add_argument("--keys-per-scene", type=int, default=4, help="key frames taken along each scene")
     p.add_argument("--scene-objects", type=int, default=80, help="annotated objects per scene")
@@ -51,7 +52,7 @@ def options(args: argparse.Namespace) -> TrainOptions:
     return TrainOptions(
         preset=args.preset, run_dir=args.run_dir, iters=args.iters, batch_size=args.batch_size, lr=args.lr,
         device=args.device, seed=args.seed, init=args.init, resume=args.resume, workers=args.workers, save_every=args.save_every,
-        time_limit=args.time_limit,
+        time_limit=args.time_limit, fp16_storage=args.fp16_storage,
         crop=args.crop, data=data,
     )
 

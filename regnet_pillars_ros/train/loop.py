@@ -63,6 +63,7 @@ class TrainOptions:
     workers: int = 0
     save_every: int = 500
     time_limit: float | None = None  # seconds; the run ends (and saves) when they are spent
+    fp16_storage: bool = False  # checkpoints store float16 (loading restores float32)
     crop: float | None = None
     data: SyntheticConfig = field(default_factory=SyntheticConfig)
 
@@ -159,14 +160,15 @@ def _batches(opts: TrainOptions, preset: Preset, rank: int, world: int) -> Itera
     return iter(DataLoader(data, batch_size=opts.batch_size, num_workers=opts.workers, collate_fn=list))
 
 
-def save(model: TrainModel, preset: Preset, path: Path, convention: str, iteration: int) -> Path:
+def save(model: TrainModel, preset: Preset, path: Path, convention: str, iteration: int, fp16_storage: bool = False) -> Path:
     state = type(model.net.state_dict())((k, v.detach().cpu().clone()) for k, v in model.net.state_dict().items())
-    return write_checkpoint(path, state, preset, convention, iteration=iteration, note=NOTE)
+    return write_checkpoint(path, state, preset, convention, fp16_storage, iteration=iteration, note=NOTE)
 
 
-def save_run(model: TrainModel, preset: Preset, run_dir: Path, convention: str, rows: list[dict[str, float]]) -> None:
+def save_run(model: TrainModel, opts: TrainOptions, preset: Preset, convention: str, rows: list[dict[str, float]]) -> None:
     """latest.pth, losses.csv and loss.png of the run so far."""
-    save(model, preset, run_dir / "latest.pth", convention, int(rows[-1]["iteration"]))
+    run_dir = Path(opts.run_dir)
+    save(model, preset, run_dir / "latest.pth", convention, int(rows[-1]["iteration"]), opts.fp16_storage)
     write_log(rows, run_dir / "losses.csv")
     plot_losses(rows, run_dir / "loss.png")
 
@@ -241,7 +243,6 @@ def train(opts: TrainOptions) -> list[dict[str, float]]:
     warmup = warmup_fraction(opts.iters, opts.time_limit)
     anchors = AnchorCache(preset, convention)
     batches = _batches(opts, preset, rank, world)
-    run_dir = Path(opts.run_dir)
     rows: list[dict[str, float]] = []
     bar = tqdm(total=opts.iters, initial=start, disable=rank != 0, desc=f"train {preset.name}", dynamic_ncols=True)
     began = time.perf_counter()
@@ -268,9 +269,9 @@ def train(opts: TrainOptions) -> list[dict[str, float]]:
         bar.set_postfix({k: f"{row[k]:.3f}" for k in LOSS_KEYS})
         bar.update()
         if rank == 0 and iteration % opts.save_every == 0:
-            save_run(model, preset, run_dir, convention, rows)
+            save_run(model, opts, preset, convention, rows)
     if rank == 0 and rows and rows[-1]["iteration"] % opts.save_every:
-        save_run(model, preset, run_dir, convention, rows)
+        save_run(model, opts, preset, convention, rows)
     bar.close()
     if world > 1:
         dist.barrier()
