@@ -24,7 +24,7 @@ from .runtime.bench import DEFAULT_POINTS, BenchConfig, markdown_table, run_benc
 from .runtime.export import OPSET, export_onnx
 
 PROG = "regnet-pillars"
-DELEGATED = ("demo", "bench-node", "train")  # commands whose options their own tools parse
+DELEGATED = ("demo", "bench-node", "train", "bag-from-dataset")  # commands whose options their own tools parse
 DEVICES = ("cpu", "cuda", "auto")
 POINTS_HELP = """\
 points files (--points):
@@ -297,6 +297,13 @@ def build_parser() -> argparse.ArgumentParser:
         "  torchrun --nproc-per-node 2 -m regnet_pillars_ros.train.cli --preset nus-secfpn --iters 100 -o run/",
         add_help=False)
     train.set_defaults(run=cmd_delegate, module="regnet_pillars_ros.train.cli")
+    bag_from_dataset = add_command(
+        sub, "bag-from-dataset", "convert a nuScenes or Lyft dataset into rosbag2, one bag per scene (needs rclpy); "
+        "its own options follow",
+        f"examples:\n  {PROG} bag-from-dataset --help\n"
+        f"  {PROG} bag-from-dataset --dataroot data/nuscenes --version v1.0-mini --scenes scene-0103 -o bags/",
+        add_help=False)
+    bag_from_dataset.set_defaults(run=cmd_delegate, module="regnet_pillars_ros.eval.bag_from_dataset")
     return parser
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..pipeline.transforms import Transform
+from .bag_writer import BagWriter, header, transform_msg
 from .launch_config import config_dir
 from .params import DEFAULT_PRESET
 
@@ -72,45 +73,20 @@ def moving_scene(world: np.ndarray, num_frames: int, rate_hz: float, start_ns: i
     return frames
 
 
-def transform_msg(parent: str, child: str, stamp_ns: int, value: Transform):
-    from geometry_msgs.msg import TransformStamped
-
-    msg = TransformStamped()
-    msg.header.frame_id, msg.child_frame_id = parent, child
-    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
-    (msg.transform.translation.x, msg.transform.translation.y,
-     msg.transform.translation.z) = value.translation.tolist()
-    (msg.transform.rotation.x, msg.transform.rotation.y, msg.transform.rotation.z,
-     msg.transform.rotation.w) = value.rotation.tolist()
-    return msg
-
-
 def write_bag(path: Path, frames: list[Frame], lidar_frame: str = "lidar_top") -> None:
     """rosbag2 (mcap): /points, /tf per frame, /tf_static once (rclpy CDR, rosbags container)."""
-    from rclpy.serialization import serialize_message
-    from rosbags.rosbag2 import StoragePlugin, Writer
-    from rosbags.typesys import Stores, get_typestore
-    from std_msgs.msg import Header
     from tf2_msgs.msg import TFMessage
 
     from .cloud import to_msg
 
-    typestore = get_typestore(Stores.ROS2_KILTED)
-    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as bag:
-        conns = {topic: bag.add_connection(topic, kind, typestore=typestore) for topic, kind in (
-            ("/tf_static", "tf2_msgs/msg/TFMessage"), ("/tf", "tf2_msgs/msg/TFMessage"),
-            ("/points", "sensor_msgs/msg/PointCloud2"))}
-        first = frames[0].stamp_ns
-        static = TFMessage(transforms=[transform_msg("base_link", lidar_frame, first,
-                                                     LIDAR_IN_BASE)])
-        bag.write(conns["/tf_static"], first, serialize_message(static))
+    first = frames[0].stamp_ns
+    with BagWriter(path) as bag:
+        bag.write("/tf_static", first, TFMessage(transforms=[
+            transform_msg("base_link", lidar_frame, first, LIDAR_IN_BASE)]))
         for f in frames:
-            tf = TFMessage(transforms=[transform_msg("odom", "base_link", f.stamp_ns,
-                                                     f.base_in_odom)])
-            bag.write(conns["/tf"], f.stamp_ns, serialize_message(tf))
-            header = Header(frame_id=lidar_frame)
-            header.stamp.sec, header.stamp.nanosec = divmod(f.stamp_ns, 1_000_000_000)
-            bag.write(conns["/points"], f.stamp_ns, serialize_message(to_msg(header, f.points)))
+            bag.write("/tf", f.stamp_ns, TFMessage(transforms=[
+                transform_msg("odom", "base_link", f.stamp_ns, f.base_in_odom)]))
+            bag.write("/points", f.stamp_ns, to_msg(header(lidar_frame, f.stamp_ns), f.points))
 
 
 def ros_environment() -> None:
