@@ -80,6 +80,18 @@ def scene_chain(nusc: NuScenes, scene: dict) -> list[dict]:
     return sorted(records, key=lambda r: r["timestamp"])
 
 
+def assert_same_boxes(msg, boxes: np.ndarray) -> None:
+    """The Detection3DArray's boxes (volume centre, l, w, h, yaw) are ``boxes`` [M, 7+]
+    (x, y, z_bottom, l, w, h, yaw...)."""
+    got = np.array([[d.bbox.center.position.x, d.bbox.center.position.y,
+                     d.bbox.center.position.z - d.bbox.size.z / 2, d.bbox.size.x, d.bbox.size.y,
+                     d.bbox.size.z,
+                     2 * np.arctan2(d.bbox.center.orientation.z, d.bbox.center.orientation.w)]
+                    for d in msg.detections]).reshape(-1, 7)
+    np.testing.assert_allclose(got[:, :6], boxes[:, :6], atol=1e-9)
+    np.testing.assert_allclose(np.angle(np.exp(1j * (got[:, 6] - boxes[:, 6]))), 0, atol=1e-9)
+
+
 @pytest.mark.parametrize("index", range(SCENES))
 def test_every_sweep_returns_the_devkit_points_bit_for_bit(nusc, bags, index):
     scene = nusc.scene[index]
@@ -137,29 +149,26 @@ def test_ground_truth_and_sample_tokens_at_every_key_frame(nusc, bags):
             assert msg.header.frame_id == topics.LIDAR_FRAME and stamp_ns(msg.header) == stamp
             expected = annotations_in_sensor_frame(nusc, sample["token"])
             assert len(msg.detections) == len(expected.names) > 0
-            got = np.array([[d.bbox.center.position.x, d.bbox.center.position.y,
-                             d.bbox.center.position.z - d.bbox.size.z / 2, d.bbox.size.x,
-                             d.bbox.size.y, d.bbox.size.z,
-                             2 * np.arctan2(d.bbox.center.orientation.z,
-                                            d.bbox.center.orientation.w)]
-                            for d in msg.detections])
-            np.testing.assert_allclose(got[:, :6], expected.boxes[:, :6], atol=1e-9)
-            yaw_error = np.angle(np.exp(1j * (got[:, 6] - expected.boxes[:, 6])))
-            np.testing.assert_allclose(yaw_error, 0, atol=1e-9)
+            assert_same_boxes(msg, expected.boxes)
             assert [d.results[0].hypothesis.class_id for d in msg.detections] == expected.names
             assert [d.id for d in msg.detections] == [
                 nusc.get("sample_annotation", t)["instance_token"] for t in expected.tokens]
 
 
-def test_topic_types_and_hashes_are_the_upstream_ones(nusc, bags):
+def test_topic_types_and_hashes_are_the_upstream_ones_and_tf_static_is_latched(nusc, bags):
+    from rosbags.interfaces import QosDurability
+
     with Reader(bags / nusc.scene[0]["name"]) as reader:
         types = {c.topic: (c.msgtype, c.digest) for c in reader.connections}
+        qos = {c.topic: c.ext.offered_qos_profiles for c in reader.connections}
     assert {t: m for t, (m, _) in types.items()} == {
         topics.POINTS: "sensor_msgs/msg/PointCloud2", topics.TF: "tf2_msgs/msg/TFMessage",
         topics.TF_STATIC: "tf2_msgs/msg/TFMessage", topics.CLOCK: "rosgraph_msgs/msg/Clock",
         topics.GROUND_TRUTH: "vision_msgs/msg/Detection3DArray",
         topics.SAMPLE_TOKEN: "std_msgs/msg/String"}
     assert types[topics.GROUND_TRUTH][1] == "RIHS01_" + DETECTION3D_ARRAY_RIHS01
+    assert [q.durability for q in qos[topics.TF_STATIC]] == [QosDurability.TRANSIENT_LOCAL]
+    assert qos[topics.TF] == []
 
 
 def test_sqlite3_storage_holds_the_same_messages(data, nusc, bags, tmp_path):
@@ -176,12 +185,15 @@ def test_resume_skips_finished_scenes_and_redoes_an_interrupted_one(data, nusc, 
     finished = (tmp_path / first / f"{first}.mcap").stat().st_mtime_ns
     (tmp_path / bfd.PARTIAL / second).mkdir(parents=True)
     (tmp_path / bfd.PARTIAL / second / "junk.mcap").write_bytes(b"interrupted")
+    assert bfd.scene_bags(tmp_path) == [tmp_path / first]
     capsys.readouterr()
     assert convert(data, tmp_path) == 0
     out = capsys.readouterr().out
     assert f"{first}: already in" in out and f"{second}: {10 * KEY_FRAMES + 1} sweeps" in out
     assert (tmp_path / first / f"{first}.mcap").stat().st_mtime_ns == finished
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([first, second])
+    assert bfd.scene_bags(tmp_path) == sorted([tmp_path / first, tmp_path / second])
+    assert bfd.scene_bags(tmp_path / second) == [tmp_path / second]
     assert len(read_bag(tmp_path / second)[topics.SAMPLE_TOKEN]) == KEY_FRAMES
 
 
@@ -234,10 +246,9 @@ def test_lyft_tables_convert_with_the_category_names_as_classes(tmp_path):
     bag = read_bag(tmp_path / "out" / nusc.scene[0]["name"])
     ((_, token),), ((_, gt),) = bag[topics.SAMPLE_TOKEN], bag[topics.GROUND_TRUTH]
     assert token.data == sample["token"]
-    assert [d.id for d in gt.detections] == [nusc.get("sample_annotation", t)["instance_token"]
-                                            for t in expected.tokens]
+    records = [nusc.get("sample_annotation", t) for t in expected.tokens]
+    assert [d.id for d in gt.detections] == [r["instance_token"] for r in records]
     assert [d.results[0].hypothesis.class_id for d in gt.detections] == [
-        LYFT_NAMES[nusc.get("sample_annotation", t)["category_name"]] for t in expected.tokens]
-    np.testing.assert_allclose([[d.bbox.center.position.x, d.bbox.size.x] for d in gt.detections],
-                               expected.boxes[:, [0, 3]], atol=1e-9)
+        LYFT_NAMES[r["category_name"]] for r in records]
+    assert_same_boxes(gt, expected.boxes)
     assert len(bag[topics.POINTS]) == 11

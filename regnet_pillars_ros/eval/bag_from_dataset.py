@@ -4,8 +4,9 @@ Writes one bag per scene, ``OUT/<scene name>/`` (a rosbag2 folder: ``metadata.ya
 ``.mcap`` or ``.db3`` file), with the topics of `bag_topics`: every LIDAR_TOP sweep as
 PointCloud2 (x, y, z, intensity exactly as in the devkit file, time = 0), /tf, /tf_static,
 /clock, and /ground_truth and /sample_token at the key frames. Stamps are the sample_data
-timestamps (microseconds) in nanoseconds. The bag's custom metadata records the dataset, version,
-scene name and token and the sweep and key-frame counts (`SCENE_METADATA`).
+timestamps (microseconds) in nanoseconds; /tf_static is recorded as transient local. The
+custom_data of each bag's metadata.yaml records the dataset, version, scene name and token and
+the numbers of sweeps and key frames (keys ``regnet_pillars.*``).
 
 Resuming: a scene is written into ``OUT/.partial/<scene name>/`` and moved to
 ``OUT/<scene name>/`` once complete, so a rerun skips the scenes already there and rewrites an
@@ -243,7 +244,7 @@ def write_scene(dataset: Dataset, scene: dict, path: Path, storage: str = "mcap"
     counts = (len(sweeps), sum(bool(r["is_key_frame"]) for r in sweeps))
     values = (dataset.kind, dataset.version, scene["name"], scene["token"], *map(str, counts))
     metadata = {METADATA_PREFIX + k: str(v) for k, v in zip(SCENE_METADATA, values)}
-    with BagWriter(path, storage, metadata) as bag, tqdm(
+    with BagWriter(path, storage, metadata, latched=(topics.TF_STATIC,)) as bag, tqdm(
             total=len(sweeps), desc=scene["name"], unit="sweep", leave=False,
             disable=_no_bars(progress)) as bar:
         for topic, stamp, msg in scene_messages(dataset, sweeps):
@@ -282,6 +283,15 @@ def convert(dataset: Dataset, scenes: list[dict], out: Path, storage: str = "mca
     return status
 
 
+def scene_bags(path: Path) -> list[Path]:
+    """The bags under ``path``: ``[path]`` for one bag, else its scene bags (``OUT`` of this
+    tool) sorted by name; unfinished scenes are left out."""
+    path = Path(path)
+    if (path / "metadata.yaml").is_file():
+        return [path]
+    return sorted(p for p in path.iterdir() if (p / "metadata.yaml").is_file())
+
+
 def read_scene_metadata(bag: Path) -> dict[str, str]:
     """The `SCENE_METADATA` of a bag this tool wrote (keys without the prefix)."""
     import yaml
@@ -293,8 +303,11 @@ def read_scene_metadata(bag: Path) -> dict[str, str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"examples:\n  {PROG} --dataroot data/nuscenes --version v1.0-mini -o bags/\n"
+        f"  {PROG} --dataroot data/lyft/v1.01-train --version v1.01-train --lyft "
+        "--scenes NAME -o lyft_bags/ --storage sqlite3")
     parser.add_argument("--dataroot", required=True, type=Path,
                         help="dataset folder holding the version's table folder, samples/ and "
                         "sweeps/ (Lyft: lidar/)")

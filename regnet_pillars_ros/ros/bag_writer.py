@@ -6,6 +6,7 @@ topic's type definition and RIHS01 hash. Its built-in Kilted type store lacks vi
 """
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -63,15 +64,27 @@ def transform_msg(parent: str, child: str, stamp_ns: int, value: Transform):
     return msg
 
 
+def latched_qos():
+    """The offered QoS recorded for ``latched`` topics (reliable, transient local, depth 1), so
+    that ``ros2 bag play`` republishes them the way /tf_static is published."""
+    from rosbags.interfaces import (Qos, QosDurability, QosHistory, QosLiveliness,
+                                    QosReliability, QosTime)
+
+    unspecified = QosTime(0, 0)
+    return Qos(QosHistory.KEEP_LAST, 1, QosReliability.RELIABLE, QosDurability.TRANSIENT_LOCAL,
+               unspecified, unspecified, QosLiveliness.AUTOMATIC, unspecified, False)
+
+
 class BagWriter:
     """A rosbag2 being written: ``write(topic, stamp_ns, msg)`` adds a topic on first use.
 
     A context manager; the bag is a folder (``metadata.yaml`` + one storage file), created on
-    entry: ``path`` must not exist yet.
+    entry: ``path`` must not exist yet. ``custom_data`` goes into the metadata; ``latched``
+    topics are recorded as offered with `latched_qos`.
     """
 
-    def __init__(self, path: Path, storage: str = "mcap",
-                 custom_data: dict[str, str] | None = None) -> None:
+    def __init__(self, path: Path, storage: str = "mcap", custom_data: dict[str, str] | None = None,
+                 latched: Collection[str] = ()) -> None:
         from rosbags.rosbag2 import StoragePlugin, Writer
 
         if storage not in STORAGES:
@@ -79,6 +92,7 @@ class BagWriter:
         plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
         self._writer = Writer(path, version=9, storage_plugin=plugin)
         self._custom_data = custom_data or {}
+        self._latched = frozenset(latched)
         self._typestore = typestore()
         self._connections: dict[str, Any] = {}
 
@@ -96,5 +110,6 @@ class BagWriter:
 
         if topic not in self._connections:
             self._connections[topic] = self._writer.add_connection(
-                topic, type_name(msg), typestore=self._typestore)
+                topic, type_name(msg), typestore=self._typestore,
+                offered_qos_profiles=[latched_qos()] if topic in self._latched else ())
         self._writer.write(self._connections[topic], stamp_ns, serialize_message(msg))
