@@ -1,23 +1,64 @@
 #!/usr/bin/env bash
-# GPU checks for the lent device machine (one NVIDIA GPU, Python 3.12 with a CUDA torch, a
-# CPU-only onnxruntime, no network). Runs from the source tree with that machine's torch: the
-# CUDA-gated tests of the model layer, then the GPU benchmark of all nine presets in fp32 and
-# fp16. Results land in $OUT (or results/gpu). Needs numpy and pytest there; tests that need a
-# package the machine lacks (shapely, onnx) are left out by -k, not installed. The parity tests
-# read ../shared/fixtures next to the repository and skip when it is not there. Not yet run on a
-# device: the first session with one should fix what it finds.
-set -euo pipefail
+# One GPU session on a lent device machine (one NVIDIA GPU, Python 3.12 with a CUDA torch, a
+# CPU-only onnxruntime, no network), run from the source tree with that machine's torch:
+#   1. the CUDA-gated tests (torch CUDA backends vs CPU, CUDA graph, voxelization, rotated NMS);
+#   2. training of the default model (nus-regnetx-400mf-fpn on synthetic scans) for
+#      TRAIN_SECONDS (0 skips it), checkpoint stored in float16;
+#   3. the benchmark: all nine presets in tf32 and fp16, the two FPN RegNet presets also in
+#      fp32, bf16 and with CUDA graphs.
+# Results land in $OUT (or results/gpu): model.pth, train.log, results.tgz (tests, env, bench
+# JSON/markdown/PNG, losses). Optional inputs, copied into ignored folders and carried:
+# .device-share/ (fixtures/ and realdata/ of ../shared; it becomes ../shared there) and .whl/
+# (wheels the machine lacks: shapely for the rotated-NMS tests).
+set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-results/gpu}"
-mkdir -p "$out"
-export PYTHONPATH="$PWD" REGNET_PILLARS_CACHE="$out/cache"
-python3 - <<'EOF' | tee "$out/env.txt"
-import torch
-print("torch", torch.__version__, "cuda", torch.version.cuda, "gpu", torch.cuda.get_device_name(0))
-EOF
-python3 -m pytest -q -p no:cacheprovider test/test_model_parity.py test/test_model_components.py \
-    test/test_runtime_backends.py -k "cuda or parity or final_boxes" 2>&1 | tee "$out/tests.txt" || true
-for precision in fp32 fp16; do
-    python3 -m regnet_pillars_ros.cli bench --preset all --device cuda --precision "$precision" \
-        --points 250000 --repeats 20 --warmup 3 --json "$out/bench-cuda-$precision.json" | tee "$out/bench-$precision.txt"
-done
+work="$out/work"
+mkdir -p "$work/bench"
+export PYTHONPATH="$PWD" REGNET_PILLARS_CACHE="$work/cache" PYTHONUNBUFFERED=1 TQDM_MININTERVAL=15
+TRAIN_SECONDS="${TRAIN_SECONDS:-300}"
+if [ -d .device-share ] && [ ! -e ../shared ]; then ln -s "$PWD/.device-share" ../shared; fi
+if compgen -G ".whl/*.whl" >/dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+        && export PYTHONPATH="$PWD:/tmp/site"
+fi
+{
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+    python3 -c "import torch, numpy, platform; print('python', platform.python_version(), 'torch', torch.__version__, \
+'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version(), 'numpy', numpy.__version__, 'cpus', __import__('os').cpu_count())"
+} 2>&1 | tee "$work/env.txt"
+
+echo "== 1. CUDA tests"
+timeout 240 python3 -m pytest -q -p no:cacheprovider -o addopts="" test/test_runtime_backends.py \
+    test/test_model_components.py test/test_rotated_nms.py -k "cuda or onnx" >"$work/tests.txt" 2>&1
+tail -n 15 "$work/tests.txt"
+
+if [ "$TRAIN_SECONDS" -gt 0 ]; then
+    echo "== 2. training for $TRAIN_SECONDS s"
+    OMP_NUM_THREADS=1 timeout $((TRAIN_SECONDS + 150)) python3 -m regnet_pillars_ros.train.cli \
+        --preset nus-regnetx-400mf-fpn --device cuda --iters 100000 --time-limit "$TRAIN_SECONDS" \
+        --batch-size "${TRAIN_BATCH:-8}" --workers "${TRAIN_WORKERS:-14}" --save-every 200 --fp16-storage \
+        -o "$work/run" >"$out/train.log" 2>&1
+    echo "train exit $?"
+    tail -c 1500 "$out/train.log"
+    cp "$work/run/latest.pth" "$out/model.pth" 2>/dev/null
+    tail -n 3 "$work/run/losses.csv" 2>/dev/null
+fi
+
+echo "== 3. benchmark"
+bench() {  # name, then bench arguments
+    local name=$1
+    shift
+    timeout 200 python3 -m regnet_pillars_ros.cli bench --device cuda --points 250000 --repeats 30 --warmup 5 \
+        --json "$work/bench/$name.json" "$@" >"$work/bench/$name.txt" 2>&1 || echo "bench $name failed"
+    tail -n 12 "$work/bench/$name.txt"
+}
+fpn=(nus-regnetx-400mf-fpn nus-regnetx-1.6gf-fpn)
+bench all-tf32 --preset all --precision tf32
+bench all-fp16 --preset all --precision fp16
+bench fpn-fp32 --preset "${fpn[@]}" --precision fp32
+bench fpn-bf16 --preset "${fpn[@]}" --precision bf16
+bench fpn-tf32-graph --preset "${fpn[@]}" --precision tf32 --cuda-graph
+bench fpn-fp16-graph --preset "${fpn[@]}" --precision fp16 --cuda-graph
+tar czf "$out/results.tgz" -C "$work" --exclude cache --exclude latest.pth .
+ls -la "$out"

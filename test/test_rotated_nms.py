@@ -11,7 +11,7 @@ from shapely.geometry import Polygon
 
 from regnet_pillars_ros.model.rotated_nms import benchmark, bev_box_corners, nms_rotated_bev, rotated_iou_bev
 
-FIXTURES = Path("/work/shared/fixtures/mmdet3d")
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "mmdet3d"
 FIXTURE_CASES = ("nus-regnetx-400mf-secfpn-s11", "lyft-fpn-s12")
 CUDA = pytest.param(
     "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device in this environment")

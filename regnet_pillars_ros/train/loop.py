@@ -151,6 +151,7 @@ def _distributed(device: str) -> tuple[int, int, torch.device]:
     rank = dist.get_rank() if world > 1 else 0
     if cuda:
         torch.cuda.set_device(local)
+        torch.backends.cudnn.benchmark = True  # the canvas shape is fixed: tune the convolutions once
         return rank, world, torch.device("cuda", local)
     return rank, world, torch.device("cpu")
 
