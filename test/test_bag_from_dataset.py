@@ -27,6 +27,7 @@ from regnet_pillars_ros.pipeline.transforms import Transform  # noqa: E402
 from regnet_pillars_ros.ros.cloud import read_points  # noqa: E402
 
 SEED, SCENES, KEY_FRAMES = 3, 2, 2
+SWEEPS_PER_SCENE = synthetic.SWEEPS_PER_KEY_FRAME * KEY_FRAMES + 1  # 10 before the first key
 DETECTION3D_ARRAY_RIHS01 = "793f5eab9595ac1c0da07873cc859db42eae51f0ee76056db8562515d830e018"
 
 
@@ -189,7 +190,7 @@ def test_resume_skips_finished_scenes_and_redoes_an_interrupted_one(data, nusc, 
     capsys.readouterr()
     assert convert(data, tmp_path) == 0
     out = capsys.readouterr().out
-    assert f"{first}: already in" in out and f"{second}: {10 * KEY_FRAMES + 1} sweeps" in out
+    assert f"{first}: already in" in out and f"{second}: {SWEEPS_PER_SCENE} sweeps" in out
     assert (tmp_path / first / f"{first}.mcap").stat().st_mtime_ns == finished
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([first, second])
     assert bfd.scene_bags(tmp_path) == sorted([tmp_path / first, tmp_path / second])
@@ -205,7 +206,8 @@ def error_of(capsys, argv: list[str]) -> str:
     return capsys.readouterr().err
 
 
-def test_clear_errors_for_dataroot_version_tables_scenes_and_output(data, nusc, tmp_path, capsys):
+def test_clear_errors_for_dataroot_version_tables_scenes_files_output(data, nusc, tmp_path,
+                                                                      capsys):
     root, version = str(data.dataroot), data.version
     assert "is not a folder" in error_of(capsys, ["--dataroot", str(tmp_path / "nope"),
                                                   "--version", version, "-o", str(tmp_path / "o")])
@@ -220,6 +222,10 @@ def test_clear_errors_for_dataroot_version_tables_scenes_and_output(data, nusc, 
     err = error_of(capsys, ["--dataroot", root, "--version", version, "--scenes", "scene-0061",
                             "-o", str(tmp_path / "o")])
     assert "unknown scene(s) scene-0061" in err and all(s["name"] in err for s in nusc.scene)
+    dataset = bfd.Dataset(nusc, tmp_path, version, "nuscenes")  # no point files there
+    sweeps = SWEEPS_PER_SCENE
+    with pytest.raises(bfd.DatasetError, match=f"{sweeps} of {sweeps} LIDAR_TOP point files are"):
+        bfd.check_files(dataset, nusc.scene[0], bfd.scene_sweeps(dataset, nusc.scene[0]))
     (tmp_path / "file").write_text("")
     assert "is a file" in error_of(capsys, ["--dataroot", root, "--version", version,
                                             "-o", str(tmp_path / "file")])
@@ -251,4 +257,4 @@ def test_lyft_tables_convert_with_the_category_names_as_classes(tmp_path):
     assert [d.results[0].hypothesis.class_id for d in gt.detections] == [
         LYFT_NAMES[r["category_name"]] for r in records]
     assert_same_boxes(gt, expected.boxes)
-    assert len(bag[topics.POINTS]) == 11
+    assert len(bag[topics.POINTS]) == synthetic.SWEEPS_PER_KEY_FRAME + 1

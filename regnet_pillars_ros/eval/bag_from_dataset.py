@@ -123,7 +123,11 @@ def scene_sweeps(dataset: Dataset, scene: dict) -> list[dict]:
         sample = db.get("sample", db.get("sample_data", token)["sample_token"])
         return sample["scene_token"] == scene["token"]
 
-    first = db.get("sample", scene["first_sample_token"])["data"][CHANNEL]
+    data = db.get("sample", scene["first_sample_token"])["data"]
+    if CHANNEL not in data:
+        raise DatasetError(f"scene {scene['name']} has no {CHANNEL} data (its channels: "
+                           f"{', '.join(sorted(data))})")
+    first = data[CHANNEL]
     chain = [db.get("sample_data", first)]
     while in_scene(chain[0]["prev"]):
         chain.insert(0, db.get("sample_data", chain[0]["prev"]))
@@ -332,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     except DatasetError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # the unfinished scene was removed; a rerun resumes
+        return 130
     return 0
 
 
