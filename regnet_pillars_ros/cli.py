@@ -125,7 +125,7 @@ def cmd_convert_regnet(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    presets = list(PRESET_NAMES) if args.preset == "all" else [args.preset]
+    presets = list(PRESET_NAMES) if "all" in args.preset else list(dict.fromkeys(args.preset))
     config = BenchConfig(
         presets=presets, device=args.device, num_points=args.points, repeats=args.repeats, warmup=args.warmup,
         cloud=args.cloud, checkpoint=args.checkpoint, threads=args.threads, score_threshold=args.score_threshold,
@@ -133,7 +133,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         cuda_graph=args.cuda_graph,
     )
     report = run_bench(config)
-    json_path = args.json or Path("results") / "bench" / f"bench-{args.preset}-{args.device}.json"
+    json_path = args.json or Path("results") / "bench" / f"bench-{'-'.join(args.preset)}-{args.device}.json"
     written = write_report(report, Path(json_path))
     print(markdown_table(report))
     print("wrote " + ", ".join(str(p) for p in written))
@@ -268,8 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
         f"  {PROG} bench --preset nus-regnetx-400mf-fpn --device cpu --points 250000 --repeats 5\n"
         f"  {PROG} bench --preset all --device cuda --repeats 50 --warmup 5 --json results/gpu.json",
     )
-    bench.add_argument("--preset", required=True, choices=(*PRESET_NAMES, "all"), metavar="PRESET|all",
-                       help="one preset or all nine")
+    bench.add_argument("--preset", required=True, nargs="+", choices=(*PRESET_NAMES, "all"), metavar="PRESET|all",
+                       help="one or more presets, or all nine")
     bench.add_argument("--device", default="cpu", choices=DEVICES, help="cpu, cuda or auto (default cpu)")
     bench.add_argument("--points", type=int, default=DEFAULT_POINTS, help=f"points per generated frame (default {DEFAULT_POINTS})")
     bench.add_argument("--repeats", type=int, default=5, help="timed frames (default 5)")
