@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from ..pipeline.transforms import Transform
+from ..ros.bag_writer import STORAGES
 from . import bag_topics as topics
 from .nuscenes_frames import (GlobalBoxes, annotations_in_sensor_frame, devkit_transform,
                               from_global, key_lidar_poses)
@@ -321,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--scenes", nargs="+", metavar="NAME", help="scene names (default: all)")
     parser.add_argument("-o", "--output", required=True, type=Path,
                         help="output folder: one bag per scene, OUT/<scene name>/")
-    parser.add_argument("--storage", default="mcap", choices=("mcap", "sqlite3"),
+    parser.add_argument("--storage", default="mcap", choices=STORAGES,
                         help="rosbag2 storage (default mcap)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser

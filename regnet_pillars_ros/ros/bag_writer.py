@@ -17,11 +17,15 @@ EXTRA_PACKAGES = ("vision_msgs",)  # message packages the rosbags type store doe
 
 
 def msg_share_dir(package: str) -> Path:
-    """``<prefix>/share/<package>/msg`` of an installed message package (venv or ROS prefix)."""
+    """``<prefix>/share/<package>/msg`` of an installed message package: the nearest such
+    folder above its Python module (venv, ``/opt/ros/<distro>`` or its ``local/`` layout)."""
     import importlib
 
     module = Path(importlib.import_module(package).__file__)
-    return module.parents[4] / "share" / package / "msg"  # <prefix>/lib/pythonX.Y/site-packages
+    for prefix in module.parents:
+        if (prefix / "share" / package / "msg").is_dir():
+            return prefix / "share" / package / "msg"
+    raise FileNotFoundError(f"no share/{package}/msg folder above {module}")
 
 
 def typestore():
@@ -30,10 +34,7 @@ def typestore():
 
     store = get_typestore(Stores.ROS2_KILTED)
     for package in EXTRA_PACKAGES:
-        folder = msg_share_dir(package)
-        if not folder.is_dir():
-            raise FileNotFoundError(f"no .msg files of {package} in {folder}")
-        for path in sorted(folder.glob("*.msg")):
+        for path in sorted(msg_share_dir(package).glob("*.msg")):
             store.register(get_types_from_msg(path.read_text(), f"{package}/msg/{path.stem}"))
     return store
 
