@@ -24,7 +24,7 @@ from .runtime.bench import DEFAULT_POINTS, BenchConfig, markdown_table, run_benc
 from .runtime.export import OPSET, export_onnx
 
 PROG = "regnet-pillars"
-DELEGATED = ("demo", "bench-node", "train", "bag-from-dataset")  # commands whose options their own tools parse
+DELEGATED = ("demo", "bench-node", "train", "bag-from-dataset", "eval")  # commands whose options their own tools parse
 DEVICES = ("cpu", "cuda", "auto")
 POINTS_HELP = """\
 points files (--points):
@@ -304,6 +304,13 @@ def build_parser() -> argparse.ArgumentParser:
         f"  {PROG} bag-from-dataset --dataroot data/nuscenes --version v1.0-mini --scenes scene-0103 -o bags/",
         add_help=False)
     bag_from_dataset.set_defaults(run=cmd_delegate, module="regnet_pillars_ros.eval.bag_from_dataset")
+    evaluate = add_command(
+        sub, "eval", "replay scene bags through the node's pipeline and score them (nuScenes devkit); "
+        "its own options follow",
+        f"examples:\n  {PROG} eval --help\n"
+        f"  {PROG} eval bags/ --preset nus-regnetx-400mf-fpn --checkpoint model.pth --dataroot data/nuscenes -o report/",
+        add_help=False)
+    evaluate.set_defaults(run=cmd_delegate, module="regnet_pillars_ros.eval.cli")
     return parser
 
 

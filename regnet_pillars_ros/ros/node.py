@@ -30,9 +30,8 @@ from vision_msgs.msg import Detection3DArray, LabelInfo
 from visualization_msgs.msg import MarkerArray
 
 from ..model import Detections, Detector
-from ..pipeline.selection import class_thresholds, select
-from ..pipeline.sweeps import SweepAccumulator
-from ..pipeline.transforms import Transform, TransformBuffer, TransformError, transform_boxes
+from ..pipeline.frame import OutputFilter, SweepSettings, detect
+from ..pipeline.transforms import Transform, TransformError, transform_boxes
 from . import params as P
 from .cloud import CloudError, read_points
 from .diagnostics import Health
@@ -44,7 +43,6 @@ STAGES = ("preprocess", "inference", "postprocess", "total")
 RELIABLE = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
-MODEL_BOX_BOUND = 100_000  # above any preset's nms_pre x classes
 
 
 @dataclass(frozen=True)
@@ -90,12 +88,11 @@ class DetectorNode(Node):
                          self._model.detector.preset.class_names)
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
-        self._tf = TransformBuffer(tolerance_s=self._param("tf_tolerance_s"))
+        sweeps = SweepSettings(**{f.name: self._param(f.name)
+                                  for f in dataclasses.fields(SweepSettings)})
+        self._tf = sweeps.transform_buffer()
         self._tf_cond = threading.Condition()
-        num = self._param("num_sweeps")
-        self._sweeps = SweepAccumulator(
-            self._model.detector.preset.sweeps_num if num < 0 else num,
-            self._param("missing_ego_motion"), self._param("sweep_max_age_s") or None)
+        self._sweeps = sweeps.accumulator(self._model.detector.preset.sweeps_num)
 
         self._pub_objects = self.create_publisher(Detection3DArray, "~/output/objects", RELIABLE)
         self._pub_markers = self.create_publisher(MarkerArray, "~/output/markers", RELIABLE)
@@ -129,7 +126,8 @@ class DetectorNode(Node):
                                         device=self._param("device"),
                                         box_convention=self._param("box_convention"),
                                         backend=self._param("backend"),
-                                        precision=self._param("precision"))
+                                        precision=self._param("precision"),
+                                        cuda_graph=self._param("cuda_graph"))
         detector.warmup()
         self.get_logger().info(
             f"model ready: {preset} ({detector.source}), box convention "
@@ -284,16 +282,9 @@ class DetectorNode(Node):
         stacked = self._sweeps.add(xyz, stamp, self._ego_pose(msg.header.frame_id, stamp))
         if stacked.ego_motion_missing:
             self.health.count("ego_motion_missing")
-        model, live = self._model, self._live
-        detector = model.detector
-        thresholds = class_thresholds(detector.preset.class_names, live["score_threshold"],
-                                      live["_thresholds"])
-        # The model caps its boxes by score over all classes; with per-class thresholds the
-        # cap must come after them, so the model's cap is lifted to its candidate bound.
-        detector.score_threshold = float(thresholds.min())
-        detector.max_detections = (MODEL_BOX_BOUND if live["_thresholds"]
-                                   else live["max_detections"])
-        dets = select(detector(stacked.points), thresholds, live["max_detections"])
+        live = self._live
+        dets = detect(self._model.detector, stacked.points, OutputFilter(
+            live["score_threshold"], live["_thresholds"], live["max_detections"]))
         header = msg.header
         target = self._param("target_frame")
         if target:

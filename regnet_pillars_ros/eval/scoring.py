@@ -1,0 +1,92 @@
+"""Key-frame results of a replay -> accounting, per-frame records and the devkit's scores.
+
+Every key frame is accounted for: *scored* (detections of the node's pipeline), *dropped* (with
+the reason; it enters the metric with no boxes, as a deployed node that missed it would) or, for
+key frames of the bag outside the evaluated split, *not in split* (kept out of the metric).
+Key frames of the split missing from the bag are dropped too ("not in the bag").
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..model import Detections
+from .replay import FrameResult
+
+NOT_IN_BAG = "key frame of the split, not in the bag"
+NOT_IN_SPLIT = "not in split"
+
+
+@dataclass
+class Accounting:
+    """Key frames by outcome: scored tokens, dropped token -> reason, tokens not in the split."""
+
+    seen: int = 0
+    scored: list[str] = field(default_factory=list)
+    dropped: dict[str, str] = field(default_factory=dict)
+    not_in_split: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (f"{self.seen} key frames in the bag: {len(self.scored)} scored, "
+                f"{len(self.dropped)} dropped, {len(self.not_in_split)} not in the split")
+
+
+def merge(shards: list[list[FrameResult]]) -> list[FrameResult]:
+    """One list from the shards' results, sorted by sample token (independent of sharding)."""
+    return sorted((f for shard in shards for f in shard), key=lambda f: f.key.sample_token)
+
+
+def account(frames: list[FrameResult], split_tokens: list[str] | None) -> Accounting:
+    """Sort every key frame into scored / dropped / not in split (``None``: no split known,
+    every key frame of the bag counts)."""
+    acc = Accounting(seen=len(frames))
+    in_split = None if split_tokens is None else set(split_tokens)
+    for f in frames:
+        token = f.key.sample_token
+        if in_split is not None and token not in in_split:
+            acc.not_in_split.append(token)
+        elif f.detections is None:
+            acc.dropped[token] = f.reason
+        else:
+            acc.scored.append(token)
+    seen = {f.key.sample_token for f in frames}
+    for token in split_tokens or ():
+        if token not in seen:
+            acc.dropped[token] = NOT_IN_BAG
+    return acc
+
+
+def frame_records(frames: list[FrameResult], acc: Accounting) -> list[dict]:
+    """Per key frame: token, stamp, status, reason, latency and the boxes in the LiDAR frame."""
+    status = {**dict.fromkeys(acc.scored, "scored"), **dict.fromkeys(acc.dropped, "dropped"),
+              **dict.fromkeys(acc.not_in_split, NOT_IN_SPLIT)}
+    records = []
+    for f in frames:
+        d = f.detections
+        records.append({
+            "sample_token": f.key.sample_token, "stamp_ns": f.key.stamp_ns, "scene": f.key.scene,
+            "status": status[f.key.sample_token], "reason": f.reason, "latency_ms": f.latency_ms,
+            "boxes": None if d is None else np.asarray(d.boxes, np.float64).tolist(),
+            "scores": None if d is None else np.asarray(d.scores, np.float64).tolist(),
+            "labels": None if d is None else [d.class_names[i] for i in d.labels]})
+    return records
+
+
+def write_frames(path: Path, records: list[dict], acc: Accounting) -> Path:
+    """frames.json: the accounting and every key frame's record."""
+    path.write_text(json.dumps({"seen": acc.seen, "scored": len(acc.scored),
+                                "dropped": acc.dropped, "not_in_split": acc.not_in_split,
+                                "frames": records}, indent=1))
+    return path
+
+
+def nuscenes_detections(frames: list[FrameResult], split_tokens: list[str],
+                        class_names: tuple[str, ...], box_dim: int) -> dict[str, Detections]:
+    """Detections of every key frame of the split; dropped ones empty."""
+    found = {f.key.sample_token: f.detections for f in frames if f.detections is not None}
+    empty = Detections.empty(class_names, box_dim)
+    return {t: found.get(t, empty) for t in split_tokens}
+
