@@ -128,3 +128,25 @@ def test_ground_truth_as_detections_scores_map_1(dataset, tmp_path):
 def test_errors_are_one_line(dataset, tmp_path, capsys):
     assert cli.main([str(tmp_path), "--preset", PRESET, "-o", str(tmp_path / "r")]) == 1
     assert "no rosbag2" in capsys.readouterr().err
+
+
+def test_report_page_is_self_contained(offline):
+    page = (offline / "index.html").read_text()
+    md = (offline / "index.md").read_text()
+    for text in ("mAP", "NDS", "ATE (m)", "pedestrian", "seen in the bags", "p90 (ms)"):
+        assert text in md and text in page
+    images = ["pr_curves.png", "latency.png"] + [f"bev_{i}.png" for i in range(4)]
+    for name in images:
+        assert (offline / name).stat().st_size > 1000 and f'src="{name}"' in page
+    assert "http" not in page.replace('charset="utf-8"', "")  # no external assets
+
+
+def test_without_dataroot_every_key_frame_is_replayed_but_not_scored(dataset, tmp_path, capsys):
+    one_scene = replay.scene_bags(dataset.bags)[0]
+    assert cli.main([str(one_scene), "--preset", PRESET, "-o", str(tmp_path), "--no-progress",
+                     "--bev-frames", "1"]) == 0
+    record = json.loads((tmp_path / "frames.json").read_text())
+    assert record["seen"] == record["scored"] == KEY_FRAMES
+    assert not (tmp_path / "results_nusc.json").exists()
+    assert "Not scored" in (tmp_path / "index.md").read_text()
+    assert (tmp_path / "bev_0.png").is_file() and not (tmp_path / "bev_1.png").exists()

@@ -20,13 +20,15 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from ..model import PRESET_NAMES, get_preset
 from ..pipeline.frame import OutputFilter, SweepSettings
 from ..ros.launch_config import params_files
 from ..ros.params import parse_class_thresholds
-from .replay import FrameResult, ReplayConfig, replay_scenes, scene_bags
+from .replay import FrameResult, ReplayConfig, key_cloud, replay_scenes, scene_bags
+from .report import BevFrame, bev_choice, write_report
 from .scoring import Accounting, account, frame_records, nuscenes_detections, write_frames
 
 PROG = "regnet-pillars eval"
@@ -90,7 +92,7 @@ def score_nuscenes(frames: list[FrameResult], args: argparse.Namespace, out: Pat
     box_dim = 9 if preset.dataset == "nuscenes" else 7
     detections = nuscenes_detections(frames, tokens, preset.class_names, box_dim)
     results = write_results(nusc, detections, split, out / "results_nusc.json")
-    return acc, evaluate(nusc, results, split, out), split
+    return acc, evaluate(nusc, results, split, out), split, nusc
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -125,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="per-class minimum scores, as the node parameter")
     p.add_argument("--max-detections", type=int, default=500,
                    help="boxes per frame (default 500, the nuScenes limit)")
+    p.add_argument("--bev-frames", type=int, default=4, metavar="N",
+                   help="key frames drawn as bird's-eye views in the report (default 4)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
@@ -134,33 +138,58 @@ def run(args: argparse.Namespace) -> list[FrameResult]:
     return replay_scenes(bags, replay_config(args), progress=not args.no_progress)
 
 
-def report(frames: list[FrameResult], args: argparse.Namespace) -> Accounting:
-    """Score (with --dataroot), write frames.json and print the summary."""
+def bev_frames(frames: list[FrameResult], args: argparse.Namespace, nusc) -> list[BevFrame]:
+    """The drawn key frames: their cloud from the bag, the devkit's ground truth (with nusc)."""
+    from .nuscenes_frames import annotations_in_sensor_frame
+
+    bags = {bag.name: bag for bag in scene_bags(args.bag)}
+    out = []
+    for frame in bev_choice(frames, args.bev_frames):
+        points = key_cloud(bags[frame.key.scene], frame.key.stamp_ns)
+        gt = annotations_in_sensor_frame(nusc, frame.key.sample_token) if nusc else None
+        out.append(BevFrame(frame, points, gt.boxes if gt else np.zeros((0, 7)),
+                            gt.names if gt else []))
+    return out
+
+
+def report(frames: list[FrameResult], args: argparse.Namespace, mode: str,
+           latency_what: str) -> Accounting:
+    """Score (with --dataroot), write frames.json and the report, print the summary."""
     from .bag_from_dataset import read_scene_metadata
 
     out = args.output
     out.mkdir(parents=True, exist_ok=True)
-    scores = None
+    scores = nusc = None
+    split = "all key frames of the bags (not scored)"
     if args.dataroot is not None:
         metadata = read_scene_metadata(scene_bags(args.bag)[0])
         args.version = args.version or metadata.get("version")
         if get_preset(args.preset).dataset != "nuscenes" or metadata.get("dataset") == "lyft":
             raise ValueError("scoring Lyft bags is not available in eval yet")
-        acc, scores, split = score_nuscenes(frames, args, out)
+        acc, scores, split, nusc = score_nuscenes(frames, args, out)
         print(f"split {split}: mAP {scores.mean_ap:.4f}, NDS {scores.nds:.4f}")
     else:
         acc = account(frames, None)
     write_frames(out / "frames.json", frame_records(frames, acc), acc)
+    settings = [("bags", str(args.bag)), ("preset", args.preset),
+                ("weights", str(args.checkpoint or "placeholder (seeded random)")),
+                ("mode", mode), ("split", split),
+                ("score threshold", str(replay_config(args).output.score_threshold))]
+    page = write_report(out, f"{args.preset} on {args.bag.name}", settings, acc, frames,
+                        latency_what, scores, list(get_preset(args.preset).class_names),
+                        bev_frames(frames, args, nusc))
     print(acc.summary())
     for token, reason in acc.dropped.items():
         print(f"  dropped {token}: {reason}")
+    print(f"report: {page}")
     return acc
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        report(run(args), args)
+        report(run(args), args, "offline (in-process replay)",
+               "detector time per key frame")
     except (ValueError, OSError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1

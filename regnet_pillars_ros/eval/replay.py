@@ -15,7 +15,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from rosbags.rosbag2 import Reader
 from rosbags.typesys import Stores, get_typestore
 from tqdm import tqdm
@@ -26,21 +25,18 @@ from ..pipeline.transforms import Transform, TransformBuffer, TransformError
 from ..ros.cloud import CloudError, read_points
 from . import bag_topics as topics
 
-BEV_POINTS = 60_000  # points kept per drawn frame (subsampled key-frame cloud)
 NOT_IN_BAG = "no cloud at the key frame's stamp"
 
 
 @dataclass(frozen=True)
 class ReplayConfig:
-    """The model and the node parameters of the replay; ``keep_points``: sample tokens whose
-    stacked clouds are kept (for bird's-eye views)."""
+    """The model and the node parameters of the replay."""
 
     preset: str
     checkpoint: str | None = None
     device: str = "cpu"
     output: OutputFilter = OutputFilter(0.05)
     sweeps: SweepSettings = SweepSettings()
-    keep_points: frozenset[str] = frozenset()
 
     def detector(self) -> Detector:
         return Detector.from_preset(self.preset, checkpoint=self.checkpoint, device=self.device)
@@ -57,14 +53,13 @@ class KeyFrame:
 
 @dataclass
 class FrameResult:
-    """What became of one key frame: detections (None when dropped, with the reason), the
-    frame's processing time and optionally its stacked cloud."""
+    """What became of one key frame: detections (None when dropped, with the reason) and the
+    frame's processing time."""
 
     key: KeyFrame
     detections: Detections | None = None
     reason: str = ""
     latency_ms: float | None = None
-    points: np.ndarray | None = None
 
 
 _TYPES = get_typestore(Stores.ROS2_KILTED)
@@ -100,6 +95,15 @@ def scene_bags(path: str | Path) -> list[Path]:
 def cloud_count(bag: Path) -> int:
     with Reader(bag) as reader:
         return sum(c.msgcount for c in reader.connections if c.topic == topics.POINTS)
+
+
+def key_cloud(bag: Path, stamp_ns: int):
+    """float32 [N, 3]: the points of the bag's cloud stamped ``stamp_ns``."""
+    with Reader(bag) as reader:
+        for conn, _, raw in reader.messages(_connections(reader, (topics.POINTS,)),
+                                            start=stamp_ns, stop=stamp_ns + 1):
+            return read_points(_deserialize(raw, conn.msgtype))
+    raise ValueError(f"{bag}: no cloud at {stamp_ns} ns")
 
 
 def ego_pose(buffer: TransformBuffer, settings: SweepSettings, frame: str,
@@ -162,9 +166,6 @@ class _SceneReplay:
             reason = f"frame failed: {type(exc).__name__}: {exc}"
         else:
             frame.detections, frame.latency_ms = dets, float(dets.timings_ms.get("total", 0.0))
-            if key.sample_token in self.config.keep_points:
-                step = max(1, len(stacked.points) // BEV_POINTS)
-                frame.points = stacked.points[::step].copy()
             reason = ""
         if frame is not None:
             frame.reason = reason
