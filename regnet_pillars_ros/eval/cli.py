@@ -12,6 +12,11 @@ metric with no boxes) or not in the evaluated split. Output folder: frames.json 
 status, reason, latency, boxes in the LiDAR frame), results_nusc.json and the devkit's
 metrics_summary.json / metrics_details.json (with --dataroot), and the report index.md /
 index.html with its PNGs.
+
+Scaling: the bags are sharded by scene. --workers N replays them in N processes; under torchrun
+(torch.distributed, gloo on the CPU, nccl with --device cuda) rank r takes scenes r::world and
+rank 0 gathers, merges (sorted by sample token), scores and writes the report. Scenes are
+replayed independently, so the score does not depend on the number of processes.
 """
 from __future__ import annotations
 
@@ -27,9 +32,10 @@ from ..model import PRESET_NAMES, get_preset
 from ..pipeline.frame import OutputFilter, SweepSettings
 from ..ros.launch_config import params_files
 from ..ros.params import parse_class_thresholds
-from .replay import FrameResult, ReplayConfig, key_cloud, replay_scenes, scene_bags
+from .replay import FrameResult, ReplayConfig, key_cloud, scene_bags
 from .report import BevFrame, bev_choice, write_report
 from .scoring import Accounting, account, frame_records, nuscenes_detections, write_frames
+from .shard import replay_sharded
 
 PROG = "regnet-pillars eval"
 
@@ -105,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
         f"  regnet-pillars bag-from-dataset --dataroot data/nuscenes --version v1.0-mini -o bags/\n"
         f"  {PROG} bags/ --preset nus-regnetx-400mf-fpn --checkpoint model.pth "
         "--dataroot data/nuscenes -o report/\n"
+        f"  torchrun --nproc-per-node 4 -m regnet_pillars_ros.eval.cli bags/ --preset nus-fpn "
+        "--device cuda --dataroot data/nuscenes -o report/\n"
         f"  {PROG} bags/scene-0103 --preset nus-secfpn --live --dataroot data/nuscenes "
         "--split mini_val -o report/")
     p.add_argument("bag", type=Path, help="a scene bag, or a folder of them (bag-from-dataset -o)")
@@ -127,15 +135,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="per-class minimum scores, as the node parameter")
     p.add_argument("--max-detections", type=int, default=500,
                    help="boxes per frame (default 500, the nuScenes limit)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="replay the scenes in N processes (default 1); under torchrun, per rank")
     p.add_argument("--bev-frames", type=int, default=4, metavar="N",
                    help="key frames drawn as bird's-eye views in the report (default 4)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
 
-def run(args: argparse.Namespace) -> list[FrameResult]:
-    bags = scene_bags(args.bag)
-    return replay_scenes(bags, replay_config(args), progress=not args.no_progress)
+def run(args: argparse.Namespace) -> list[FrameResult] | None:
+    """The key-frame results (None on torchrun ranks other than 0)."""
+    return replay_sharded(scene_bags(args.bag), replay_config(args), args.workers,
+                          progress=not args.no_progress)
 
 
 def bev_frames(frames: list[FrameResult], args: argparse.Namespace, nusc) -> list[BevFrame]:
@@ -188,8 +199,9 @@ def report(frames: list[FrameResult], args: argparse.Namespace, mode: str,
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        report(run(args), args, "offline (in-process replay)",
-               "detector time per key frame")
+        frames = run(args)
+        if frames is not None:
+            report(frames, args, "offline (in-process replay)", "detector time per key frame")
     except (ValueError, OSError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1

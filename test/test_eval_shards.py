@@ -1,0 +1,62 @@
+"""Sharded replay by scene: 1 process, 2 gloo ranks under torchrun and 2 local workers give the
+same results file and the same metrics (one CPU thread per process, so bit-identical)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from regnet_pillars_ros.eval import bag_from_dataset, cli
+from regnet_pillars_ros.eval import synthetic_nuscenes as synthetic
+from regnet_pillars_ros.sim.lidar import LidarConfig
+
+REPO = Path(__file__).resolve().parents[1]
+PRESET = "nus-secfpn"
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("shards")
+    dataset = synthetic.write_dataset(root / "data", seed=7, num_scenes=2, num_key_frames=3,
+                                      lidar=LidarConfig(azimuth_steps=360))
+    assert bag_from_dataset.main(["--dataroot", str(dataset.dataroot), "--version",
+                                  dataset.version, "-o", str(root / "bags"), "--no-progress"]) == 0
+    return root / "bags", dataset.dataroot
+
+
+def run_eval(launcher: list[str], data: tuple[Path, Path], out: Path, *extra: str) -> None:
+    bags, dataroot = data
+    result = subprocess.run(
+        [*launcher, "-m", "regnet_pillars_ros.eval.cli", str(bags), "--preset", PRESET,
+         "--dataroot", str(dataroot), "-o", str(out), "--no-progress", "--bev-frames", "1", *extra],
+        cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+        timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def outcome(out: Path) -> tuple:
+    summary = json.loads((out / "metrics_summary.json").read_text())
+    frames = json.loads((out / "frames.json").read_text())
+    for frame in frames["frames"]:
+        frame.pop("latency_ms")
+    summary.pop("eval_time")
+    return (out / "results_nusc.json").read_text(), summary, frames
+
+
+def test_one_process_equals_two_gloo_ranks_and_two_workers(data, tmp_path):
+    run_eval([sys.executable], data, tmp_path / "one")
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    run_eval(torchrun, data, tmp_path / "ranks")
+    single = outcome(tmp_path / "one")
+    assert single[2]["scored"] == 6
+    assert outcome(tmp_path / "ranks") == single
+    assert (tmp_path / "ranks" / "index.html").is_file()  # rank 0 wrote the report
+    bags, dataroot = data
+    assert cli.main([str(bags), "--preset", PRESET, "--dataroot", str(dataroot), "-o",
+                     str(tmp_path / "workers"), "--workers", "2", "--no-progress",
+                     "--bev-frames", "1"]) == 0
+    assert outcome(tmp_path / "workers") == single
