@@ -3,7 +3,8 @@
 # CPU-only onnxruntime, no network), run from the source tree with that machine's torch:
 #   1. the CUDA-gated tests (torch CUDA backends vs CPU, CUDA graph, voxelization, rotated NMS);
 #   2. training of the default model (nus-regnetx-400mf-fpn on synthetic scans) for
-#      TRAIN_SECONDS (0 skips it), checkpoint stored in float16;
+#      TRAIN_SECONDS (0 skips it; TRAIN_INIT=checkpoint fine-tunes, TRAIN_LR sets the peak
+#      rate), checkpoint stored in float16;
 #   3. the benchmark: all nine presets in tf32 and fp16, the two FPN RegNet presets also in
 #      fp32, bf16 and with CUDA graphs.
 # Results land in $OUT (or results/gpu): model.pth, train.log, results.tgz (tests, env, bench
@@ -30,7 +31,7 @@ fi
 
 echo "== 1. CUDA tests"
 timeout 240 python3 -m pytest -q -p no:cacheprovider -o addopts="" test/test_runtime_backends.py \
-    test/test_model_components.py test/test_rotated_nms.py -k "cuda or onnx" >"$work/tests.txt" 2>&1
+    test/test_model_components.py test/test_rotated_nms.py -k "cuda or onnx" -rA >"$work/tests.txt" 2>&1
 tail -n 15 "$work/tests.txt"
 
 if [ "$TRAIN_SECONDS" -gt 0 ]; then
@@ -38,6 +39,7 @@ if [ "$TRAIN_SECONDS" -gt 0 ]; then
     OMP_NUM_THREADS=1 timeout $((TRAIN_SECONDS + 150)) python3 -m regnet_pillars_ros.train.cli \
         --preset nus-regnetx-400mf-fpn --device cuda --iters 100000 --time-limit "$TRAIN_SECONDS" \
         --batch-size "${TRAIN_BATCH:-8}" --workers "${TRAIN_WORKERS:-14}" --save-every 200 --fp16-storage \
+        --lr "${TRAIN_LR:-0.001}" ${TRAIN_INIT:+--init "$TRAIN_INIT"} \
         -o "$work/run" >"$out/train.log" 2>&1
     echo "train exit $?"
     tail -c 1500 "$out/train.log"

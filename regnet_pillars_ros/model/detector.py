@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Iterator
 import numpy as np
 import torch
 
+from .bundled import BUNDLED_NOTE, PLACEHOLDER, bundled_checkpoint
 from .checkpoint import CONVENTIONS, CheckpointError, box_convention_of, load_into, read_checkpoint
 from .detections import Detections
 from .head import flatten_maps, level_anchors
@@ -100,7 +101,9 @@ class Detector:
         """Build preset `name` with the weights of `checkpoint` on `device` and `backend`.
 
         checkpoint: an official-format .pth file, an exported .onnx file (onnxruntime backend),
-            or None for seeded random placeholder weights (said in the log).
+            None for the weights shipped with the package (nus-regnetx-400mf-fpn, trained on
+            synthetic scans) or, for other presets, seeded random placeholder weights (said in the
+            log), or "placeholder" for the placeholder weights of any preset.
         box_convention: 'auto' reads it from the checkpoint (official v0.1.0 files are 'v0');
             'v0' or 'v1' overrides it.
         backend: 'torch' or 'onnxruntime' (a .pth is exported to ONNX once and cached).
@@ -117,7 +120,10 @@ class Detector:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         torch_device = resolve_device(device)
-        if checkpoint is not None and str(checkpoint).endswith(".onnx"):
+        if checkpoint is None or str(checkpoint) == "":
+            checkpoint = bundled_checkpoint(name) or PLACEHOLDER
+        bundled = checkpoint == bundled_checkpoint(name)
+        if str(checkpoint).endswith(".onnx"):
             if backend != "onnxruntime":
                 raise ValueError(f"{checkpoint} is an ONNX file: use backend 'onnxruntime' (or give the .pth checkpoint)")
             meta = read_metadata(checkpoint)
@@ -127,14 +133,16 @@ class Detector:
             onnx_path = Path(checkpoint)
         else:
             net = PointPillarsNet(preset)
-            if checkpoint is None or str(checkpoint) == "":
+            if str(checkpoint) == PLACEHOLDER:
                 placeholder_weights(net, preset, preset.test_cfg.score_thr)
                 convention, source = "v1", "seeded random placeholder weights (detections are meaningless)"
-                log.warning("preset %s: no checkpoint given, using %s", name, source)
+                log.warning("preset %s: no trained weights given, using %s", name, source)
             else:
                 ckpt = read_checkpoint(checkpoint, verify_sha256=verify_sha256)
                 load_into(net, ckpt, preset)
                 convention, source = box_convention_of(ckpt.meta), str(checkpoint)
+                if bundled:
+                    source = f"the bundled default model ({BUNDLED_NOTE}): {checkpoint}"
             if backend == "onnxruntime":
                 onnx_path = cached_export(net, preset, convention)
         if box_convention != "auto":

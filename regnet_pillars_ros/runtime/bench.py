@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..model import Detector
+from ..model.bundled import PLACEHOLDER
 from ..model.detector import resolve_device
 from ..pointfiles import read_points
 
@@ -203,7 +204,7 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
     results = []
     for name in config.presets:
         for backend in config.backends:
-            detector = Detector.from_preset(name, config.checkpoint, device=config.device, backend=backend,
+            detector = Detector.from_preset(name, config.checkpoint or PLACEHOLDER, device=config.device, backend=backend,
                                             precision=config.precision, cuda_graph=config.cuda_graph)
             if config.score_threshold is not None:
                 detector.score_threshold = config.score_threshold
