@@ -106,7 +106,8 @@ def test_accounting_names_every_outcome():
 
 
 def test_ground_truth_as_detections_scores_map_1(dataset, tmp_path):
-    """The scoring path of eval (accounting, dropped-frame filling, results) gives mAP 1 on GT."""
+    """The scoring path of eval (accounting, dropped-frame filling, results) gives mAP 1 on GT;
+    a dropped key frame enters with no boxes and lowers the recall."""
     nusc = dataset.nusc
     tokens = metrics.split_sample_tokens(nusc, synthetic.VAL_SPLIT)
     results = []
@@ -123,6 +124,11 @@ def test_ground_truth_as_detections_scores_map_1(dataset, tmp_path):
     path = metrics.write_results(nusc, dets, synthetic.VAL_SPLIT, tmp_path / "results.json")
     scores = metrics.evaluate(nusc, path, synthetic.VAL_SPLIT, tmp_path)
     assert scores.mean_ap == pytest.approx(1.0)
+    results[0] = replay.FrameResult(results[0].key, reason="bad cloud: test")
+    dets = scoring.nuscenes_detections(results, tokens, NUSCENES_CLASSES, 9)
+    path = metrics.write_results(nusc, dets, synthetic.VAL_SPLIT, tmp_path / "dropped.json")
+    assert json.loads(path.read_text())["results"][tokens[0]] == []
+    assert metrics.evaluate(nusc, path, synthetic.VAL_SPLIT, tmp_path).mean_ap < 0.99
 
 
 def test_errors_are_one_line(dataset, tmp_path, capsys):

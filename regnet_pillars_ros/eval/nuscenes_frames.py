@@ -51,7 +51,7 @@ def yaw_quaternions(yaw: np.ndarray) -> np.ndarray:
 def to_global(boxes: np.ndarray, pose: Transform) -> GlobalBoxes:
     """Boxes [M, 7 or 9] in the frame whose global pose is ``pose`` as devkit boxes (velocity 0
     without velocity columns). Rotations compose in 3-D, so a tilted sensor tilts the box."""
-    boxes = np.asarray(boxes, np.float64).reshape(len(boxes), -1)
+    boxes = np.atleast_2d(np.asarray(boxes, np.float64))  # [0, C] stays [0, C]
     centre = boxes[:, :3].copy()
     centre[:, 2] += boxes[:, 5] / 2
     rotation = np.array([quat_multiply(pose.rotation, q) for q in yaw_quaternions(boxes[:, 6])])
