@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -35,7 +36,7 @@ from ..ros.params import parse_class_thresholds
 from .replay import FrameResult, ReplayConfig, key_cloud, scene_bags
 from .report import BevFrame, bev_choice, write_report
 from .scoring import Accounting, account, frame_records, nuscenes_detections, write_frames
-from .shard import replay_sharded
+from .shard import replay_sharded, world
 
 PROG = "regnet-pillars eval"
 
@@ -135,6 +136,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="per-class minimum scores, as the node parameter")
     p.add_argument("--max-detections", type=int, default=500,
                    help="boxes per frame (default 500, the nuScenes limit)")
+    live = p.add_argument_group("live replay (--live)")
+    live.add_argument("--live", action="store_true", help="evaluate a running detector_node: "
+                      "start it (use_sim_time, --device), play the bags into it over DDS, record "
+                      "its outputs to OUT/live_outputs/ and score them")
+    live.add_argument("--rate", type=float, default=1.0,
+                      help="playback speed, x the recorded one (default 1: real time; a slower "
+                      "node drops clouds, and key frames it drops count as dropped)")
+    live.add_argument("--paced", action="store_true", help="send each cloud only after the node "
+                      "answered the previous one (nothing dropped; the offline results)")
+    live.add_argument("--timeout", type=float, default=300.0,
+                      help="seconds to wait for the node to start or answer (default 300)")
     p.add_argument("--workers", type=int, default=1, metavar="N",
                    help="replay the scenes in N processes (default 1); under torchrun, per rank")
     p.add_argument("--bev-frames", type=int, default=4, metavar="N",
@@ -145,8 +157,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> list[FrameResult] | None:
     """The key-frame results (None on torchrun ranks other than 0)."""
-    return replay_sharded(scene_bags(args.bag), replay_config(args), args.workers,
-                          progress=not args.no_progress)
+    bags, config = scene_bags(args.bag), replay_config(args)
+    if not args.live:
+        return replay_sharded(bags, config, args.workers, progress=not args.no_progress)
+    if args.workers > 1 or world()[1] > 1:
+        raise ValueError("--live runs one node: no --workers or torchrun")
+    try:
+        from ..ros.live_eval import LiveOptions, run_live
+    except ImportError as exc:
+        raise ValueError(f"--live needs rclpy and the project's messages ({exc})") from exc
+    record = args.output / "live_outputs"
+    if record.exists():
+        shutil.rmtree(record)  # the outputs of an earlier live run into this folder
+    args.output.mkdir(parents=True, exist_ok=True)
+    return run_live(bags, config, LiveOptions(args.rate, args.paced, args.timeout), record,
+                    progress=not args.no_progress)
 
 
 def bev_frames(frames: list[FrameResult], args: argparse.Namespace, nusc) -> list[BevFrame]:
@@ -200,9 +225,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         frames = run(args)
-        if frames is not None:
+        if frames is not None and args.live:
+            mode = "paced" if args.paced else f"at {args.rate:g}x the recorded speed"
+            report(frames, args, f"live: detector_node over DDS, {mode}",
+                   "cloud published -> detections received")
+        elif frames is not None:
             report(frames, args, "offline (in-process replay)", "detector time per key frame")
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, RuntimeError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
