@@ -39,7 +39,7 @@ def test_module_help_in_a_subprocess():
         assert command in proc.stdout
 
 
-@pytest.mark.parametrize("command", ["keys", "detect", "make-checkpoint", "convert-regnet", "bench"])
+@pytest.mark.parametrize("command", ["keys", "detect", "make-checkpoint", "convert-regnet", "bench", "synthetic-dataset"])
 def test_every_command_explains_itself_with_an_example(capsys, command):
     code, out, _ = run(capsys, command, "--help")
     assert code == 0
@@ -222,3 +222,15 @@ def test_export_writes_a_checked_onnx_file_that_detect_runs(capsys, tmp_path):
         assert len(b["labels"]) > 0
         np.testing.assert_array_equal(np.sort(a["labels"]), np.sort(b["labels"]))
         np.testing.assert_allclose(np.sort(a["scores"]), np.sort(b["scores"]), atol=1e-3)
+
+
+def test_synthetic_dataset_writes_devkit_tables_and_says_what_next(capsys, tmp_path):
+    from nuscenes import NuScenes
+
+    assert main(["synthetic-dataset", "-o", str(tmp_path), "--scenes", "2", "--key-frames", "2",
+                 "--train-scenes", "1", "--seed", "1000005"]) == 0
+    out = capsys.readouterr().out
+    assert "synthetic_train: 1 scenes" in out and "synthetic_val: 1 scenes" in out and "bag-from-dataset" in out
+    nusc = NuScenes("v1.0-mini", str(tmp_path), verbose=False)
+    assert len(nusc.scene) == 2 and len(nusc.sample) == 4
+    assert all(nusc.get("sample_data", s["data"]["LIDAR_TOP"])["is_key_frame"] for s in nusc.sample)
