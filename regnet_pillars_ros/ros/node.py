@@ -26,6 +26,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profi
 from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import Float64, Header
 from tf2_msgs.msg import TFMessage
+import torch
 from vision_msgs.msg import Detection3DArray, LabelInfo
 from visualization_msgs.msg import MarkerArray
 
@@ -81,6 +82,8 @@ class DetectorNode(Node):
             self.declare_parameter(spec.name, default, _descriptor(spec))
         for spec in P.PARAMS:  # YAML values bypass the callback: check them once here
             P.validate(spec.name, self._param(spec.name))
+        if self._param("torch_threads"):
+            torch.set_num_threads(self._param("torch_threads"))
         self.health = Health()
         self._serve(self._load(self._param("preset"), self._param("checkpoint")))
         self._live: dict = {}

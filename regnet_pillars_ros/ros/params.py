@@ -39,6 +39,9 @@ PARAMS: tuple[Param, ...] = (
     Param("precision", "fp32", "Inference precision (tf32, fp16, bf16: torch backend on CUDA)", True,
           choices=PRECISIONS),
     Param("cuda_graph", False, "Replay backbone, neck and head as a CUDA graph (torch backend on CUDA)", True),
+    Param("torch_threads", 0, "CPU threads torch may use; 0 = torch's default (one per core). Fewer "
+          "leave cores to DDS and other nodes (torch slows down sharply when oversubscribed)", True,
+          range=(0, 256)),
     # Output filtering: live.
     Param("score_threshold", 0.3, "Minimum score of a published box", range=(0.0, 1.0)),
     Param("class_score_thresholds", [], "Per-class minimum scores, entries 'class=score' "
