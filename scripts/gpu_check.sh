@@ -5,8 +5,11 @@
 #   2. training of the default model (nus-regnetx-400mf-fpn on synthetic scans) for
 #      TRAIN_SECONDS (0 skips it; TRAIN_INIT=checkpoint fine-tunes, TRAIN_LR sets the peak
 #      rate), checkpoint stored in float16;
-#   3. the benchmark: all nine presets in tf32 and fp16, the two FPN RegNet presets also in
-#      fp32, bf16 and with CUDA graphs.
+#   3. the benchmark: all nine presets in IEEE fp32 and in fp16 with a CUDA graph, the two FPN
+#      RegNet presets also in tf32 and bf16 with CUDA graphs, and the bundled trained model on
+#      a simulated 10-sweep scan (realistic post-processing load) when .device-share/ holds
+#      sim_scan.npy (python -m regnet_pillars_ros.sim.preview --save-cloud writes one).
+# STAGES (default "tests train bench") picks the parts to run.
 # Results land in $OUT (or results/gpu): model.pth, train.log, results.tgz (tests, env, bench
 # JSON/markdown/PNG, losses). Optional inputs, copied into ignored folders and carried:
 # .device-share/ (fixtures/ and realdata/ of ../shared; it becomes ../shared there) and .whl/
@@ -18,6 +21,7 @@ work="$out/work"
 mkdir -p "$work/bench"
 export PYTHONPATH="$PWD" REGNET_PILLARS_CACHE="$work/cache" PYTHONUNBUFFERED=1 TQDM_MININTERVAL=15
 TRAIN_SECONDS="${TRAIN_SECONDS:-300}"
+STAGES="${STAGES:-tests train bench}"
 if [ -d .device-share ] && [ ! -e ../shared ]; then ln -s "$PWD/.device-share" ../shared; fi
 if compgen -G ".whl/*.whl" >/dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
@@ -29,12 +33,14 @@ fi
 'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version(), 'numpy', numpy.__version__, 'cpus', __import__('os').cpu_count())"
 } 2>&1 | tee "$work/env.txt"
 
+if [[ " $STAGES " == *" tests "* ]]; then
 echo "== 1. CUDA tests"
 timeout 240 python3 -m pytest -q -p no:cacheprovider -o addopts="" test/test_runtime_backends.py \
     test/test_model_components.py test/test_rotated_nms.py -k "cuda or onnx" -rA >"$work/tests.txt" 2>&1
 tail -n 15 "$work/tests.txt"
+fi
 
-if [ "$TRAIN_SECONDS" -gt 0 ]; then
+if [[ " $STAGES " == *" train "* ]] && [ "$TRAIN_SECONDS" -gt 0 ]; then
     echo "== 2. training for $TRAIN_SECONDS s"
     OMP_NUM_THREADS=1 timeout $((TRAIN_SECONDS + 150)) python3 -m regnet_pillars_ros.train.cli \
         --preset nus-regnetx-400mf-fpn --device cuda --iters 100000 --time-limit "$TRAIN_SECONDS" \
@@ -47,6 +53,7 @@ if [ "$TRAIN_SECONDS" -gt 0 ]; then
     tail -n 3 "$work/run/losses.csv" 2>/dev/null
 fi
 
+if [[ " $STAGES " == *" bench "* ]]; then
 echo "== 3. benchmark"
 bench() {  # name, then bench arguments
     local name=$1
@@ -56,11 +63,16 @@ bench() {  # name, then bench arguments
     tail -n 12 "$work/bench/$name.txt"
 }
 fpn=(nus-regnetx-400mf-fpn nus-regnetx-1.6gf-fpn)
-bench all-tf32 --preset all --precision tf32
-bench all-fp16 --preset all --precision fp16
-bench fpn-fp32 --preset "${fpn[@]}" --precision fp32
-bench fpn-bf16 --preset "${fpn[@]}" --precision bf16
+bench all-fp32 --preset all --precision fp32
+bench all-fp16-graph --preset all --precision fp16 --cuda-graph
 bench fpn-tf32-graph --preset "${fpn[@]}" --precision tf32 --cuda-graph
-bench fpn-fp16-graph --preset "${fpn[@]}" --precision fp16 --cuda-graph
+bench fpn-bf16-graph --preset "${fpn[@]}" --precision bf16 --cuda-graph
+if [ -f .device-share/sim_scan.npy ]; then
+    for variant in "fp32" "fp16 --cuda-graph"; do
+        bench "trained-${variant%% *}" --preset nus-regnetx-400mf-fpn --cloud .device-share/sim_scan.npy \
+            --checkpoint regnet_pillars_ros/model/weights/nus-regnetx-400mf-fpn_synthetic.pth --precision $variant
+    done
+fi
+fi
 tar czf "$out/results.tgz" -C "$work" --exclude cache --exclude latest.pth .
 ls -la "$out"

@@ -76,11 +76,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--extent", type=float, default=60.0, help="half width of the view, m")
     parser.add_argument("-o", "--output", type=Path, default=Path("sim.png"))
     parser.add_argument("--bench", action="store_true", help="also print the simulator's speed")
+    parser.add_argument("--save-cloud", type=Path, metavar="NPY",
+                        help="also save the merged 11-sweep cloud [N, 5] x, y, z, intensity, dt (bench --cloud reads it)")
     args = parser.parse_args(argv)
     scene = generate_scene(args.seed)
-    draw(scene, simulate_sample(scene, args.key, seed=args.seed), args.output, args.color,
-         args.extent)
+    sample = simulate_sample(scene, args.key, seed=args.seed)
+    draw(scene, sample, args.output, args.color, args.extent)
     print(f"wrote {args.output}")
+    if args.save_cloud:
+        np.save(args.save_cloud, sample.points.astype(np.float32))
+        print(f"wrote {args.save_cloud}: {len(sample.points)} points")
     if args.bench:
         benchmark(args.seed)
 
