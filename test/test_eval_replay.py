@@ -20,7 +20,7 @@ from regnet_pillars_ros.sim.lidar import LidarConfig
 from regnet_pillars_ros.sim.scene import NUSCENES_CLASSES
 
 PRESET = "nus-secfpn"
-SEED, SCENES, KEY_FRAMES = 5, 2, 3
+SEED, SCENES, KEY_FRAMES = 5, 2, 2
 
 
 @pytest.fixture(scope="module")

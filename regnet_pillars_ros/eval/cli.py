@@ -120,7 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", required=True, choices=PRESET_NAMES, metavar="PRESET",
                    help="one of the nine presets")
     p.add_argument("--checkpoint", type=Path,
-                   help="weights (default: seeded random placeholder weights; scores near 0)")
+                   help="weights (default: the preset's default, the bundled model for "
+                   "nus-regnetx-400mf-fpn, else seeded random placeholder weights scoring near 0; "
+                   "'placeholder' for those)")
     p.add_argument("-o", "--output", type=Path, required=True, help="report folder")
     p.add_argument("--dataroot", type=Path,
                    help="the devkit dataset the bags were made from (ground truth and poses)")
@@ -174,6 +176,15 @@ def run(args: argparse.Namespace) -> list[FrameResult] | None:
                     progress=not args.no_progress)
 
 
+def weights_name(args: argparse.Namespace) -> str:
+    from ..model.bundled import PLACEHOLDER, bundled_checkpoint
+
+    if args.checkpoint and str(args.checkpoint) != PLACEHOLDER:
+        return str(args.checkpoint)
+    bundled = None if args.checkpoint else bundled_checkpoint(args.preset)
+    return f"bundled default {Path(bundled).name}" if bundled else "placeholder (seeded random)"
+
+
 def bev_frames(frames: list[FrameResult], args: argparse.Namespace, nusc) -> list[BevFrame]:
     """The drawn key frames: their cloud from the bag, the devkit's ground truth (with nusc)."""
     from .nuscenes_frames import annotations_in_sensor_frame
@@ -208,7 +219,7 @@ def report(frames: list[FrameResult], args: argparse.Namespace, mode: str,
         acc = account(frames, None)
     write_frames(out / "frames.json", frame_records(frames, acc), acc)
     settings = [("bags", str(args.bag)), ("preset", args.preset),
-                ("weights", str(args.checkpoint or "placeholder (seeded random)")),
+                ("weights", weights_name(args)),
                 ("mode", mode), ("split", split),
                 ("score threshold", str(replay_config(args).output.score_threshold))]
     page = write_report(out, f"{args.preset} on {args.bag.name}", settings, acc, frames,

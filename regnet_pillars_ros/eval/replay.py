@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from rosbags.rosbag2 import Reader
 from rosbags.typesys import Stores, get_typestore
 from tqdm import tqdm
@@ -25,7 +26,7 @@ from ..pipeline.transforms import Transform, TransformBuffer, TransformError
 from ..ros.cloud import CloudError, read_points
 from . import bag_topics as topics
 
-NOT_IN_BAG = "no cloud at the key frame's stamp"
+NO_CLOUD = "no cloud at the key frame's stamp"
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,7 @@ def cloud_count(bag: Path) -> int:
         return sum(c.msgcount for c in reader.connections if c.topic == topics.POINTS)
 
 
-def key_cloud(bag: Path, stamp_ns: int):
+def key_cloud(bag: Path, stamp_ns: int) -> np.ndarray:
     """float32 [N, 3]: the points of the bag's cloud stamped ``stamp_ns``."""
     with Reader(bag) as reader:
         for conn, _, raw in reader.messages(_connections(reader, (topics.POINTS,)),
@@ -176,7 +177,7 @@ class _SceneReplay:
         """Key frames without a cloud are dropped with the reason."""
         for stamp, key in self.keys.items():
             if stamp not in self.done:
-                self.frames.append(FrameResult(key, reason=NOT_IN_BAG))
+                self.frames.append(FrameResult(key, reason=NO_CLOUD))
         return self.frames
 
 

@@ -19,6 +19,7 @@ TP_METRICS = ("trans_err", "scale_err", "orient_err", "vel_err", "attr_err")
 TP_HEADERS = ("ATE (m)", "ASE", "AOE (rad)", "AVE (m/s)", "AAE")
 DIST_THRESHOLDS = ("0.5", "1.0", "2.0", "4.0")
 BEV_EXTENT = 55.0  # metres around the sensor
+BEV_MIN_SCORE = 0.3  # detections drawn (the node's default score_threshold)
 
 
 @dataclass(frozen=True)
@@ -127,7 +128,8 @@ def pr_curves_png(path: Path, details: dict, class_names: list[str]) -> None:
 
 
 def bev_png(path: Path, bev: BevFrame, title: str) -> None:
-    """Points (height-coloured), ground truth (green) and detections (red, score-shaded)."""
+    """Points (height-coloured), ground truth (green) and the detections scoring at least
+    `BEV_MIN_SCORE` (red, score-shaded)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 7), dpi=100)
     pts = bev.points
@@ -137,13 +139,17 @@ def bev_png(path: Path, bev: BevFrame, title: str) -> None:
         ring = np.vstack([corners, corners[:1]])
         ax.plot(ring[:, 0], ring[:, 1], color="limegreen", lw=1.2)
     dets = bev.frame.detections
+    shown = total = 0
     if dets is not None and len(dets):
-        for corners, score in zip(bev_corners(np.asarray(dets.boxes, np.float64)[:, :7]),
-                                  dets.scores):
+        keep = np.flatnonzero(np.asarray(dets.scores) >= BEV_MIN_SCORE)
+        shown, total = len(keep), len(dets)
+        for corners, score in zip(bev_corners(np.asarray(dets.boxes, np.float64)[keep, :7]),
+                                  dets.scores[keep]):
             ring = np.vstack([corners, corners[:1]])
-            ax.plot(ring[:, 0], ring[:, 1], color="red", lw=0.8, alpha=0.3 + 0.7 * float(score))
+            ax.plot(ring[:, 0], ring[:, 1], color="red", lw=0.8, alpha=float(score))
     ax.plot([], [], color="limegreen", label=f"ground truth ({len(bev.gt_boxes)})")
-    ax.plot([], [], color="red", label=f"detections ({0 if dets is None else len(dets)})")
+    ax.plot([], [], color="red",
+            label=f"detections, score >= {BEV_MIN_SCORE} ({shown} of {total})")
     ax.legend(loc="upper right", fontsize=8)
     ax.set(xlim=(-BEV_EXTENT, BEV_EXTENT), ylim=(-BEV_EXTENT, BEV_EXTENT), aspect="equal",
            xlabel="x (m)", ylabel="y (m)", title=title)
@@ -208,7 +214,7 @@ def write_report(out: Path, title: str, settings: list[tuple[str, str]], acc: Ac
                    ("img", "latency.png", "latency histogram")]
     if bevs:
         blocks.append(("h", 2, "Bird's-eye views (LiDAR frame; green: ground truth, red: "
-                       "detections)"))
+                       f"detections scoring at least {BEV_MIN_SCORE})"))
         for i, bev in enumerate(bevs):
             name = f"bev_{i}.png"
             key = bev.frame.key
