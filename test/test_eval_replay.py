@@ -101,7 +101,7 @@ def test_accounting_names_every_outcome():
     records = scoring.frame_records(results, acc)
     assert [r["status"] for r in records] == ["scored", "dropped", scoring.NOT_IN_SPLIT]
     # Dropped key frames enter the metric with no boxes.
-    filled = scoring.nuscenes_detections(results, ["a", "b", "c"], NUSCENES_CLASSES, 9)
+    filled = scoring.filled_detections(results, ["a", "b", "c"], NUSCENES_CLASSES, 9)
     assert list(filled) == ["a", "b", "c"] and all(len(d) == 0 for d in filled.values())
 
 
@@ -120,12 +120,12 @@ def test_ground_truth_as_detections_scores_map_1(dataset, tmp_path):
             boxes, np.ones(len(boxes), np.float32), labels.astype(np.int64), NUSCENES_CLASSES)))
     acc = scoring.account(results, tokens)
     assert len(acc.scored) == len(tokens)
-    dets = scoring.nuscenes_detections(results, tokens, NUSCENES_CLASSES, 9)
+    dets = scoring.filled_detections(results, tokens, NUSCENES_CLASSES, 9)
     path = metrics.write_results(nusc, dets, synthetic.VAL_SPLIT, tmp_path / "results.json")
     scores = metrics.evaluate(nusc, path, synthetic.VAL_SPLIT, tmp_path)
     assert scores.mean_ap == pytest.approx(1.0)
     results[0] = replay.FrameResult(results[0].key, reason="bad cloud: test")
-    dets = scoring.nuscenes_detections(results, tokens, NUSCENES_CLASSES, 9)
+    dets = scoring.filled_detections(results, tokens, NUSCENES_CLASSES, 9)
     path = metrics.write_results(nusc, dets, synthetic.VAL_SPLIT, tmp_path / "dropped.json")
     assert json.loads(path.read_text())["results"][tokens[0]] == []
     assert metrics.evaluate(nusc, path, synthetic.VAL_SPLIT, tmp_path).mean_ap < 0.99

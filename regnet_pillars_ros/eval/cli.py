@@ -1,17 +1,18 @@
 """``regnet-pillars eval BAG --preset P [--checkpoint C] [--live] -o report/``.
 
 Replays scene bags written by `regnet-pillars bag-from-dataset` through the detector node's
-pipeline and scores the key frames with the official nuScenes metric (nuscenes-devkit's
-DetectionEval). Offline (default), the bags are read with rosbags and every cloud goes through
+pipeline and scores the key frames with the official metric of the bags' dataset: nuScenes
+(nuscenes-devkit's DetectionEval: mAP, NDS, TP errors) or Lyft (lyft-dataset-sdk's mAP over 3D IoU
+0.5:0.05:0.95, over the key frames of the bags' scenes). Offline (default), the bags are read with rosbags and every cloud goes through
 the node's own sweep stacking (ego motion from the bag's /tf), detector and output selection in
 this process; --live starts detector_node, plays the bags into it over DDS with /clock and
 use_sim_time, and scores what it published (latency and dropped frames included).
 
 Every key frame (/sample_token) is accounted for: scored, dropped (with the reason; it enters the
 metric with no boxes) or not in the evaluated split. Output folder: frames.json (per key frame:
-status, reason, latency, boxes in the LiDAR frame), results_nusc.json and the devkit's
-metrics_summary.json / metrics_details.json (with --dataroot), and the report index.md /
-index.html with its PNGs.
+status, reason, latency, boxes in the LiDAR frame), with --dataroot results_nusc.json and the
+devkit's metrics_summary.json / metrics_details.json (nuScenes) or metrics_lyft.json (Lyft), and
+the report index.md / index.html with its PNGs.
 
 Scaling: the bags are sharded by scene. --workers N replays them in N processes; under torchrun
 (torch.distributed, gloo on the CPU, nccl with --device cuda) rank r takes scenes r::world and
@@ -21,6 +22,7 @@ replayed independently, so the score does not depend on the number of processes.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import sys
@@ -33,9 +35,9 @@ from ..model import PRESET_NAMES, get_preset
 from ..pipeline.frame import OutputFilter, SweepSettings
 from ..ros.launch_config import params_files
 from ..ros.params import parse_class_thresholds
-from .replay import FrameResult, ReplayConfig, key_cloud, scene_bags
-from .report import BevFrame, bev_choice, write_report
-from .scoring import Accounting, account, frame_records, nuscenes_detections, write_frames
+from .replay import FrameResult, ReplayConfig, key_cloud, scene_bags, scene_name
+from .report import BevFrame, bev_choice, lyft_blocks, nuscenes_blocks, write_report
+from .scoring import Accounting, account, frame_records, filled_detections, write_frames
 from .shard import replay_sharded, world
 
 PROG = "regnet-pillars eval"
@@ -69,6 +71,11 @@ def replay_config(args: argparse.Namespace) -> ReplayConfig:
                         args.device, output, sweeps)
 
 
+def scene_bag_names(args: argparse.Namespace) -> dict[str, Path]:
+    """Scene name (recorded by bag-from-dataset, else the folder name) -> bag."""
+    return {scene_name(bag): bag for bag in scene_bags(args.bag)}
+
+
 def find_split(nusc, scenes: set[str]) -> str:
     """The devkit split (predefined, or custom in ``<version>/splits.json``) whose scenes are
     exactly ``scenes``."""
@@ -85,21 +92,41 @@ def find_split(nusc, scenes: set[str]) -> str:
     return matches[0]
 
 
-def score_nuscenes(frames: list[FrameResult], args: argparse.Namespace, out: Path):
-    """Accounting and the devkit's scores of a nuScenes dataset."""
-    from nuscenes import NuScenes
+def _box_dim(preset: str) -> int:
+    return 9 if get_preset(preset).dataset == "nuscenes" else 7
 
+
+def score_nuscenes(frames: list[FrameResult], args: argparse.Namespace, nusc, out: Path):
+    """Accounting and the nuScenes devkit's scores: (accounting, report blocks, split)."""
     from .nuscenes_metrics import evaluate, split_sample_tokens, write_results
 
-    nusc = NuScenes(args.version, str(args.dataroot), verbose=False)
-    split = args.split or find_split(nusc, {f.key.scene for f in frames})
+    preset = get_preset(args.preset)
+    if preset.dataset != "nuscenes":
+        raise ValueError(f"{args.preset} predicts Lyft classes; the nuScenes metric needs a "
+                         "nuScenes preset")
+    split = args.split or find_split(nusc, set(scene_bag_names(args)))
     tokens = split_sample_tokens(nusc, split)
     acc = account(frames, tokens)
-    preset = get_preset(args.preset)
-    box_dim = 9 if preset.dataset == "nuscenes" else 7
-    detections = nuscenes_detections(frames, tokens, preset.class_names, box_dim)
+    detections = filled_detections(frames, tokens, preset.class_names, _box_dim(args.preset))
     results = write_results(nusc, detections, split, out / "results_nusc.json")
-    return acc, evaluate(nusc, results, split, out), split, nusc
+    scores = evaluate(nusc, results, split, out)
+    print(f"split {split}: mAP {scores.mean_ap:.4f}, NDS {scores.nds:.4f}")
+    return acc, nuscenes_blocks(out, scores, list(preset.class_names)), split
+
+
+def score_lyft(frames: list[FrameResult], args: argparse.Namespace, db, out: Path):
+    """Accounting and lyft-dataset-sdk's mAP over the key frames of the bags' scenes."""
+    from .lyft_metrics import evaluate
+
+    scenes = set(scene_bag_names(args))
+    tokens = [s["token"] for s in db.sample if db.get("scene", s["scene_token"])["name"] in scenes]
+    acc = account(frames, tokens)
+    preset = get_preset(args.preset)
+    scores = evaluate(db, filled_detections(frames, tokens, preset.class_names,
+                                            _box_dim(args.preset)), tokens)
+    (out / "metrics_lyft.json").write_text(json.dumps(dataclasses.asdict(scores), indent=1))
+    print(f"Lyft mAP (3D IoU 0.5:0.95) {scores.mean_ap:.4f}")
+    return acc, lyft_blocks(scores), "the key frames of the bags' scenes"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -127,8 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataroot", type=Path,
                    help="the devkit dataset the bags were made from (ground truth and poses)")
     p.add_argument("--version", help="devkit table folder (default: recorded in the bags)")
-    p.add_argument("--split", help="devkit split to score (default: the split whose scenes are "
-                   "exactly the bags'; predefined or from <version>/splits.json)")
+    p.add_argument("--split", help="nuScenes devkit split to score (default: the split whose "
+                   "scenes are exactly the bags'; predefined or from <version>/splits.json)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"),
                    help="offline inference device (default cpu)")
     p.add_argument("--score-threshold", type=float, help="minimum box score (default: the "
@@ -185,46 +212,53 @@ def weights_name(args: argparse.Namespace) -> str:
     return f"bundled default {Path(bundled).name}" if bundled else "placeholder (seeded random)"
 
 
-def bev_frames(frames: list[FrameResult], args: argparse.Namespace, nusc) -> list[BevFrame]:
-    """The drawn key frames: their cloud from the bag, the devkit's ground truth (with nusc)."""
-    from .nuscenes_frames import annotations_in_sensor_frame
+def bev_frames(frames: list[FrameResult], args: argparse.Namespace,
+               dataset) -> list[BevFrame]:
+    """The drawn key frames: their cloud from the bag, the devkit's ground truth (``dataset``,
+    a `bag_from_dataset.Dataset`, or None)."""
+    from .bag_from_dataset import ground_truth
 
-    bags = {bag.name: bag for bag in scene_bags(args.bag)}
+    bags = scene_bag_names(args)
     out = []
     for frame in bev_choice(frames, args.bev_frames):
         points = key_cloud(bags[frame.key.scene], frame.key.stamp_ns)
-        gt = annotations_in_sensor_frame(nusc, frame.key.sample_token) if nusc else None
-        out.append(BevFrame(frame, points, gt.boxes if gt else np.zeros((0, 7)),
-                            gt.names if gt else []))
+        boxes, names, _ = (ground_truth(dataset, frame.key.sample_token) if dataset
+                           else (np.zeros((0, 7)), [], []))
+        out.append(BevFrame(frame, points, boxes, names))
     return out
+
+
+def score(frames: list[FrameResult], args: argparse.Namespace, out: Path):
+    """(accounting, report blocks, split, dataset) with the metric of the bags' dataset."""
+    from .bag_from_dataset import open_dataset, read_scene_metadata
+
+    metadata = read_scene_metadata(scene_bags(args.bag)[0])
+    version = args.version or metadata.get("version")
+    if not version:
+        raise ValueError("the bags do not record the dataset version: give --version")
+    lyft = metadata.get("dataset") == "lyft"
+    dataset = open_dataset(args.dataroot, version, lyft)
+    scorer = score_lyft if lyft else score_nuscenes
+    return (*scorer(frames, args, dataset.db, out), dataset)
 
 
 def report(frames: list[FrameResult], args: argparse.Namespace, mode: str,
            latency_what: str) -> Accounting:
     """Score (with --dataroot), write frames.json and the report, print the summary."""
-    from .bag_from_dataset import read_scene_metadata
-
     out = args.output
     out.mkdir(parents=True, exist_ok=True)
-    scores = nusc = None
-    split = "all key frames of the bags (not scored)"
     if args.dataroot is not None:
-        metadata = read_scene_metadata(scene_bags(args.bag)[0])
-        args.version = args.version or metadata.get("version")
-        if get_preset(args.preset).dataset != "nuscenes" or metadata.get("dataset") == "lyft":
-            raise ValueError("scoring Lyft bags is not available in eval yet")
-        acc, scores, split, nusc = score_nuscenes(frames, args, out)
-        print(f"split {split}: mAP {scores.mean_ap:.4f}, NDS {scores.nds:.4f}")
+        acc, blocks, split, dataset = score(frames, args, out)
     else:
-        acc = account(frames, None)
+        acc, blocks, split, dataset = (account(frames, None), None,
+                                       "all key frames of the bags (not scored)", None)
     write_frames(out / "frames.json", frame_records(frames, acc), acc)
     settings = [("bags", str(args.bag)), ("preset", args.preset),
                 ("weights", weights_name(args)),
                 ("mode", mode), ("split", split),
                 ("score threshold", str(replay_config(args).output.score_threshold))]
     page = write_report(out, f"{args.preset} on {args.bag.name}", settings, acc, frames,
-                        latency_what, scores, list(get_preset(args.preset).class_names),
-                        bev_frames(frames, args, nusc))
+                        latency_what, blocks, bev_frames(frames, args, dataset))
     print(acc.summary())
     for token, reason in acc.dropped.items():
         print(f"  dropped {token}: {reason}")

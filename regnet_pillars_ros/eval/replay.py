@@ -93,6 +93,13 @@ def scene_bags(path: str | Path) -> list[Path]:
     return bags
 
 
+def scene_name(bag: Path) -> str:
+    """The scene name bag-from-dataset recorded in the bag's metadata (else the folder name)."""
+    from .bag_from_dataset import read_scene_metadata
+
+    return read_scene_metadata(bag).get("scene_name", bag.name)
+
+
 def cloud_count(bag: Path) -> int:
     with Reader(bag) as reader:
         return sum(c.msgcount for c in reader.connections if c.topic == topics.POINTS)
@@ -184,7 +191,7 @@ class _SceneReplay:
 def replay_scene(bag: Path, detector: Detector, config: ReplayConfig,
                  bar: tqdm | None = None) -> list[FrameResult]:
     """Replay one scene bag; its key frames' results in time order."""
-    replay = _SceneReplay(detector, config, bag.name)
+    replay = _SceneReplay(detector, config, scene_name(bag))
     wanted = (topics.POINTS, topics.TF, topics.TF_STATIC, topics.SAMPLE_TOKEN)
     with Reader(bag) as reader:
         group: list[tuple[str, object, int]] = []

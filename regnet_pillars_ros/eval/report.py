@@ -169,7 +169,8 @@ def bev_choice(frames: list[FrameResult], count: int) -> list[FrameResult]:
     return [ordered[int(i)] for i in picks]
 
 
-def _score_blocks(out: Path, scores, class_names: list[str]) -> list[Block]:
+def nuscenes_blocks(out: Path, scores, class_names: list[str]) -> list[Block]:
+    """NuScenesScores: summary, per-class AP and TP errors, PR curves (metrics_details.json)."""
     blocks: list[Block] = [
         ("h", 2, "Scores (nuScenes detection, detection_cvpr_2019)"),
         ("table", ["mAP", "NDS", *TP_HEADERS],
@@ -189,13 +190,30 @@ def _score_blocks(out: Path, scores, class_names: list[str]) -> list[Block]:
     return blocks
 
 
+def lyft_blocks(scores) -> list[Block]:
+    """LyftScores: mAP and per-class AP, over and at each 3D IoU threshold."""
+    thresholds = sorted(scores.map_at)
+    blocks: list[Block] = [
+        ("h", 2, "Scores (Lyft: mAP over 3D IoU 0.5:0.05:0.95, lyft-dataset-sdk)"),
+        ("table", ["mAP", *(f"@{t:g}" for t in thresholds)],
+         [[_num(scores.mean_ap, 4), *(_num(scores.map_at[t]) for t in thresholds)]]),
+        ("h", 3, "Per class (the ground truth's classes)"),
+        ("table", ["class", "AP", *(f"@{t:g}" for t in thresholds)],
+         [[name, _num(ap), *(_num(scores.class_ap_at[name][t]) for t in thresholds)]
+          for name, ap in scores.class_ap.items()])]
+    if scores.unscored_classes:
+        blocks.append(("p", "Predicted classes without ground truth (not scored): "
+                       + ", ".join(scores.unscored_classes)))
+    return blocks
+
+
 def write_report(out: Path, title: str, settings: list[tuple[str, str]], acc: Accounting,
-                 frames: list[FrameResult], latency_what: str, scores=None,
-                 class_names: list[str] = (), bevs: list[BevFrame] = ()) -> Path:
+                 frames: list[FrameResult], latency_what: str,
+                 score_blocks: list[Block] | None = None, bevs: list[BevFrame] = ()) -> Path:
     """Write ``out/index.md`` and ``out/index.html`` (and their PNGs); returns the HTML path."""
     blocks: list[Block] = [("h", 1, title), ("table", ["setting", "value"], settings)]
-    if scores is not None:
-        blocks += _score_blocks(out, scores, list(class_names))
+    if score_blocks is not None:
+        blocks += score_blocks
     else:
         blocks.append(("p", "Not scored: no --dataroot (the metric's ground truth comes from "
                        "the devkit tables)."))

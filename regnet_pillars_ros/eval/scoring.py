@@ -83,7 +83,7 @@ def write_frames(path: Path, records: list[dict], acc: Accounting) -> Path:
     return path
 
 
-def nuscenes_detections(frames: list[FrameResult], split_tokens: list[str],
+def filled_detections(frames: list[FrameResult], split_tokens: list[str],
                         class_names: tuple[str, ...], box_dim: int) -> dict[str, Detections]:
     """Detections of every key frame of the split; dropped ones empty."""
     found = {f.key.sample_token: f.detections for f in frames if f.detections is not None}

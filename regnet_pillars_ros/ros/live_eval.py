@@ -19,7 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..eval import bag_topics as topics
-from ..eval.replay import FrameResult, KeyFrame, ReplayConfig
+from ..eval.replay import FrameResult, KeyFrame, ReplayConfig, scene_name
 from ..model import Detections, get_preset
 from .demo import INPUT_TOPIC, OBJECTS_TOPIC, Player, ros_environment, start_node, stop_node
 
@@ -106,14 +106,14 @@ def play_scene(bag: Path, player: LivePlayer, node: subprocess.Popen, options: L
     from rosbags.rosbag2 import Reader
     from std_msgs.msg import String
 
-    keys = []
+    keys, scene = [], scene_name(bag)
     wanted = (topics.POINTS, topics.TF, topics.TF_STATIC, topics.CLOCK, topics.SAMPLE_TOKEN)
     with Reader(bag) as reader:
         start_wall, start_bag = time.monotonic(), reader.start_time
         for conn, stamp, raw in reader.messages([c for c in reader.connections
                                                  if c.topic in wanted]):
             if conn.topic == topics.SAMPLE_TOKEN:
-                keys.append(KeyFrame(deserialize_message(bytes(raw), String).data, stamp, bag.name))
+                keys.append(KeyFrame(deserialize_message(bytes(raw), String).data, stamp, scene))
                 continue
             if not options.paced:
                 player.spin_for((stamp - start_bag) * 1e-9 / options.rate
