@@ -15,7 +15,8 @@ from regnet_pillars_ros.model.checkpoint import random_state_dict
 from regnet_pillars_ros.model.head import decode_boxes, encode_boxes, level_anchors
 from regnet_pillars_ros.model.network import PointPillarsNet
 from regnet_pillars_ros.model.pillars import HardVFE
-from regnet_pillars_ros.model.postprocess import limit_period
+from regnet_pillars_ros.model.postprocess import Candidates, PostprocessConfig, limit_period, multiclass_nms, physical_bev
+from regnet_pillars_ros.model.rotated_nms import nms_rotated_bev
 from regnet_pillars_ros.model.voxelize import voxelize
 
 SPEC = Path(__file__).resolve().parents[2] / "shared" / "spec"
@@ -242,6 +243,42 @@ def test_limit_period_range():
     assert wrapped.min() >= 0 and wrapped.max() < math.pi
     periods = (vals - wrapped) / math.pi
     torch.testing.assert_close(periods, periods.round(), atol=1e-5, rtol=0)
+
+
+def per_class_nms(cand: Candidates, cfg: PostprocessConfig) -> tuple[torch.Tensor, ...]:
+    """Plain reference: one NMS call per class, classes concatenated, then the max_num cut."""
+    bev = physical_bev(cand.boxes, cfg.convention)
+    rows, labels = [], []
+    for k in range(cand.scores.shape[1]):
+        idx = torch.nonzero(cand.scores[:, k] > cfg.score_thr).squeeze(1)
+        rows.append(idx[nms_rotated_bev(bev[idx], cand.scores[idx, k], cfg.nms_thr)])
+        labels.append(torch.full_like(rows[-1], k))
+    rows, labels = torch.cat(rows), torch.cat(labels)
+    scores = cand.scores[rows, labels]
+    if len(rows) > cfg.max_num:
+        top = torch.sort(scores, descending=True)[1][: cfg.max_num]
+        rows, scores, labels = rows[top], scores[top], labels[top]
+    return cand.boxes[rows], scores, labels, cand.dir_labels[rows]
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU (run with the device tool)"))])
+@pytest.mark.parametrize("convention", ["v0", "v1"])
+def test_multiclass_nms_equals_one_call_per_class(convention, device):
+    gen = torch.Generator().manual_seed(4)
+    n = 600
+    centres = (torch.rand(60, 2, generator=gen) - 0.5) * 80 + 1e3  # clusters, far from the origin
+    member = torch.randint(0, 60, (n,), generator=gen)
+    boxes = torch.cat([centres[member] + torch.randn(n, 2, generator=gen) * 0.4, torch.rand(n, 1, generator=gen),
+                       torch.rand(n, 3, generator=gen) * 3 + 0.5, torch.randn(n, 3, generator=gen)], dim=1)
+    scores = (torch.rand(n, 10, generator=gen) * 8).round() / 8  # ties inside and across classes
+    cand = Candidates(boxes.to(device), scores.to(device), torch.randint(0, 2, (n,), generator=gen).to(device))
+    for score_thr, nms_thr, max_num in ((0.05, 0.2, 500), (0.3, 0.0, 10_000), (0.9, 0.5, 500), (1.0, 0.2, 500)):
+        cfg = PostprocessConfig(score_thr, nms_thr, 1000, max_num, 0.7854, 0.0, convention)
+        got, expected = multiclass_nms(cand, cfg), per_class_nms(cand, cfg)
+        for a, b in zip(got, expected):
+            assert a.dtype == b.dtype and torch.equal(a, b)
+    assert len(multiclass_nms(cand, PostprocessConfig(0.05, 0.2, 1000, 500, 0.7854, 0.0, convention))[0]) == 500
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run with the device tool)")

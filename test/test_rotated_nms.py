@@ -9,7 +9,7 @@ import pytest
 import torch
 from shapely.geometry import Polygon
 
-from regnet_pillars_ros.model.rotated_nms import benchmark, bev_box_corners, nms_rotated_bev, rotated_iou_bev
+from regnet_pillars_ros.model.rotated_nms import _greedy_keep, benchmark, bev_box_corners, nms_rotated_bev, rotated_iou_bev
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "mmdet3d"
 FIXTURE_CASES = ("nus-regnetx-400mf-secfpn-s11", "lyft-fpn-s12")
@@ -264,6 +264,55 @@ def test_nms_pair_search_layouts(device: str, layout: str) -> None:
         expected = greedy_reference(boxes, scores, threshold)
         keep = nms_rotated_bev(torch.from_numpy(boxes).to(device), torch.from_numpy(scores).to(device), threshold)
         assert keep.tolist() == expected
+
+
+def per_group_nms(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor, threshold: float) -> list[int]:
+    """One ungrouped call per group, merged into the stable descending score order."""
+    keep = torch.cat([
+        idx[nms_rotated_bev(boxes[idx], scores[idx], threshold)]
+        for idx in (torch.nonzero(groups == k).squeeze(1) for k in groups.unique())
+    ])
+    order = torch.sort(scores, descending=True, stable=True).indices
+    position = torch.empty_like(order)
+    position[order] = torch.arange(len(order), device=order.device)
+    return keep[torch.argsort(position[keep])].tolist()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("offset", (0.0, 3e4, -1e-3))
+def test_grouped_nms_equals_one_call_per_group(device: str, offset: float) -> None:
+    # Batched NMS over classes: the same boxes in several groups (as one anchor scored for several
+    # classes) never suppress each other, and far-off coordinates change nothing.
+    rng = np.random.default_rng(11)
+    for n, groups_count, tied in ((300, 10, False), (300, 3, True), (40, 1, False)):
+        boxes, scores = clustered(rng, n, tied)
+        boxes[:, :2] += offset
+        boxes[::9, 3] = 0.0  # degenerate boxes: IoU 0 with everything
+        tb = torch.from_numpy(np.concatenate((boxes, boxes[: n // 2]))).float().to(device)
+        ts = torch.from_numpy(np.concatenate((scores, scores[: n // 2]))).float().to(device)
+        groups = torch.from_numpy(rng.integers(0, groups_count, len(ts))).to(device)
+        groups[n:] = (groups[: n // 2] + 1) % max(groups_count, 2)
+        for threshold in (0.0, 0.2, 0.5, -0.1):
+            keep = nms_rotated_bev(tb, ts, threshold, groups=groups)
+            assert keep.dtype == torch.long and keep.device.type == device
+            assert keep.tolist() == per_group_nms(tb, ts, groups, threshold)
+        assert nms_rotated_bev(tb, ts, 0.2, groups=torch.zeros_like(groups)).tolist() == nms_rotated_bev(tb, ts, 0.2).tolist()
+
+
+def test_greedy_keep_settles_long_chains() -> None:
+    # Each box overlaps the next one only: a suppression chain longer than the vectorized rounds.
+    n = 41
+    boxes = torch.tensor([[0.6 * k, 0.0, 1.0, 1.0, 0.0] for k in range(n)])
+    assert nms_rotated_bev(boxes, torch.linspace(1, 0, n), 0.2).tolist() == list(range(0, n, 2))
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        m = int(rng.integers(1, 60))
+        pairs = np.unique(np.sort(rng.integers(0, m, (int(rng.integers(0, 4 * m)), 2)), axis=1), axis=0)
+        rows, cols = pairs[pairs[:, 0] < pairs[:, 1]].T
+        suppressed = [False] * m
+        for row, col in zip(rows, cols):
+            suppressed[col] |= not suppressed[row]
+        assert _greedy_keep(m, rows, cols).tolist() == [k for k in range(m) if not suppressed[k]]
 
 
 def test_nms_threshold_is_strict() -> None:

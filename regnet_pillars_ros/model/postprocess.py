@@ -1,7 +1,8 @@
 """Test-time post-processing of Anchor3DHead outputs (spec section i), for both box conventions.
 
 Per level: sigmoid scores, top `nms_pre` anchors by best class score, decode. Then per class:
-score threshold, rotated BEV NMS on the physical footprint, and the direction-bin fix.
+score threshold and rotated BEV NMS on the physical footprint (all classes in one batched call),
+and the direction-bin fix.
 "v1" weights (mmdet3d >= 1.0) decode directly into (x, y, z, l, w, h, yaw); "v0" weights (the
 published v0.1.0 checkpoints) decode into (x, y, z, w, l, h, r_old) with clockwise r_old and are
 converted to the v1 convention at the end. Outputs are always v1.
@@ -83,22 +84,17 @@ def physical_bev(boxes: torch.Tensor, convention: str) -> torch.Tensor:
 
 
 def multiclass_nms(cand: Candidates, cfg: PostprocessConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-class rotated NMS -> (boxes, scores, labels, dir_labels), at most `max_num` rows."""
-    bev = physical_bev(cand.boxes, cfg.convention)
-    picked: list[tuple[torch.Tensor, torch.Tensor, int]] = []
-    for k in range(cand.scores.shape[1]):
-        idx = torch.nonzero(cand.scores[:, k] > cfg.score_thr).squeeze(1)
-        if idx.numel() == 0:
-            continue
-        keep = idx[nms_rotated_bev(bev[idx], cand.scores[idx, k], cfg.nms_thr)]
-        picked.append((keep, cand.scores[keep, k], k))
-    if not picked:
-        empty = cand.boxes.new_zeros((0, cand.boxes.shape[1]))
-        return empty, cand.scores.new_zeros(0), cand.dir_labels.new_zeros(0), cand.dir_labels.new_zeros(0)
-    rows = torch.cat([p[0] for p in picked])
-    scores = torch.cat([p[1] for p in picked])
-    labels = torch.cat([torch.full_like(p[0], p[2]) for p in picked])
-    if rows.numel() > cfg.max_num:
+    """Per-class rotated NMS -> (boxes, scores, labels, dir_labels), at most `max_num` rows.
+
+    All classes in one batched NMS call (classes never suppress each other); rows come out class by
+    class, each class in descending score order, as from one NMS call per class.
+    """
+    labels, rows = torch.nonzero(cand.scores.T > cfg.score_thr, as_tuple=True)  # class-major
+    scores = cand.scores[rows, labels]
+    keep = nms_rotated_bev(physical_bev(cand.boxes, cfg.convention)[rows], scores, cfg.nms_thr, groups=labels)
+    keep = keep[torch.sort(labels[keep], stable=True).indices]
+    rows, scores, labels = rows[keep], scores[keep], labels[keep]
+    if rows.shape[0] > cfg.max_num:
         top = torch.sort(scores, descending=True)[1][: cfg.max_num]
         rows, scores, labels = rows[top], scores[top], labels[top]
     return cand.boxes[rows], scores, labels, cand.dir_labels[rows]

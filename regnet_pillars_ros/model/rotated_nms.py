@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -20,6 +21,8 @@ _UNIT_CORNERS = ((-1.0, -1.0), (1.0, -1.0), (1.0, 1.0), (-1.0, 1.0))
 # Pairs per batch on the CPU: the clipping's ~50 elementwise ops then run on tensors of well under
 # 1 MB that stay in cache, 2-4x faster than one batch of 10^5 pairs. GPUs take all pairs at once.
 _CPU_PAIR_BATCH = 8192
+# Vectorized rounds of the greedy pass before its sequential remainder (see ``_greedy_keep``).
+_GREEDY_ROUNDS = 8
 
 
 def bev_box_corners(boxes: Tensor) -> Tensor:
@@ -120,14 +123,18 @@ def _may_overlap(a: Tensor, b: Tensor) -> Tensor:
     return gap.all(dim=2)
 
 
-def _overlap_pairs(boxes: Tensor) -> tuple[Tensor, Tensor]:
-    """Index pairs ``i < j`` of ``boxes`` whose bounding boxes overlap, unordered in i.
+def _overlap_pairs(boxes: Tensor, groups: Tensor) -> tuple[Tensor, Tensor]:
+    """Index pairs ``i < j`` of ``boxes`` in the same group whose bounding boxes overlap, unordered in i.
 
     A sweep instead of an N x N mask: along the axis where the centres spread most, sort the
     boxes' extents [c - w, c + w] by their start; the boxes whose extent overlaps box k's and
-    starts after it are then the contiguous run up to the first start >= c_k + w_k. Only those
+    starts after it are then the contiguous run up to the first start > c_k + w_k. Only those
     runs are expanded into pairs and tested on the other axis, which for detector output (boxes
-    spread over a scene) is a few percent of all pairs.
+    spread over a scene) is a few percent of all pairs. Each group's extents are shifted along the
+    sweep axis past the previous group's so that groups share no run; the shift only prunes, the
+    group test decides. Adding one shift to both ends of every extent in a group is monotone in
+    float64, so two extents that overlap still do after rounding (at worst they touch, which the
+    inclusive run end keeps).
     """
     n = boxes.shape[0]
     span = _half_spans(boxes)
@@ -135,15 +142,18 @@ def _overlap_pairs(boxes: Tensor) -> tuple[Tensor, Tensor]:
     swap = spread[1] > spread[0]  # a tensor, so choosing the axis needs no host synchronisation
     centre, other = torch.where(swap, boxes[:, :2].flip(1), boxes[:, :2]).unbind(1)
     width, other_width = torch.where(swap, span.flip(1), span).unbind(1)
-    start, order = torch.sort(centre - width)
-    stop = torch.searchsorted(start, (centre + width)[order])
+    lo, hi = centre - width, centre + width
+    gap = (hi.amax() - lo.amin()).nan_to_num(nan=0.0, posinf=0.0, neginf=0.0)
+    shift = groups * (gap + 1.0)
+    start, order = torch.sort(lo + shift)
+    stop = torch.searchsorted(start, (hi + shift)[order], right=True)
     rank = torch.arange(n, device=boxes.device)
     counts = (stop - rank - 1).clamp(min=0)
     first = counts.cumsum(0) - counts
     rows = torch.repeat_interleave(rank, counts)
     cols = rows + 1 + torch.arange(rows.shape[0], device=boxes.device) - first[rows]
     i, j = order[rows], order[cols]
-    close = (other[i] - other[j]).abs() < other_width[i] + other_width[j]
+    close = ((other[i] - other[j]).abs() < other_width[i] + other_width[j]) & (groups[i] == groups[j])
     i, j = i[close], j[close]
     return torch.minimum(i, j), torch.maximum(i, j)
 
@@ -160,36 +170,65 @@ def rotated_iou_bev(boxes_a: Tensor, boxes_b: Tensor) -> Tensor:
     return iou.to(boxes_a.dtype)
 
 
-def nms_rotated_bev(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
+def nms_rotated_bev(boxes: Tensor, scores: Tensor, iou_threshold: float, groups: Tensor | None = None) -> Tensor:
     """Greedy rotated NMS; returns the kept indices ``[K]`` (int64) in descending score order.
 
     Boxes are visited in descending score (stable sort, so ties keep input order); a box is
-    suppressed when its IoU with an already kept box is strictly greater than ``iou_threshold``.
+    suppressed when its IoU with an already kept box of the same group (``groups [N]`` int64, e.g.
+    class labels; one group if None) is strictly greater than ``iou_threshold``. Per group the
+    result is that of a separate call on the group's boxes (batched NMS in one pass).
+    Host synchronisations on a GPU: four for a threshold >= 0, whatever the number of groups.
     """
     n = boxes.shape[0]
     if n == 0:
         return torch.zeros(0, dtype=torch.long, device=boxes.device)
     order = torch.sort(scores, descending=True, stable=True).indices
     b = boxes[order].double()
-    # Exact IoUs only for the pairs that can overlap (all pairs for a negative threshold, which
-    # even IoU 0 exceeds), in one batch; i < j are positions in score order.
+    g = torch.zeros(n, dtype=torch.long, device=boxes.device) if groups is None else groups[order]
+    # Exact IoUs only for the pairs that can overlap (all pairs of a group for a negative
+    # threshold, which even IoU 0 exceeds), in one batch; i < j are positions in score order.
     if iou_threshold < 0:
         i, j = torch.triu_indices(n, n, offset=1, device=boxes.device)
+        same = g[i] == g[j]
+        i, j = i[same], j[same]
     else:
-        i, j = _overlap_pairs(b)
+        i, j = _overlap_pairs(b, g)
     over = _indexed_iou(b, b, i, j) > iou_threshold
     i, j = i[over], j[over]
+    # The greedy pass is sequential: it runs on the host over the suppressing pairs only, sorted
+    # by their higher-scored box, for one device-to-host copy instead of a sync per box.
     by_row = torch.sort(i, stable=True).indices
-    # The greedy pass is inherently sequential. It runs in Python over the suppressing pairs
-    # only (few), sorted by their higher-scored box i: every pair into i comes from a smaller
-    # position, so whether i is kept is settled before its own pairs are visited. This costs one
-    # device-to-host copy instead of one synchronisation per box.
-    suppressed = bytearray(n)
-    for row, col in zip(i[by_row].tolist(), j[by_row].tolist()):
-        if not suppressed[row]:
-            suppressed[col] = 1
-    keep = torch.frombuffer(suppressed, dtype=torch.uint8).to(boxes.device) == 0
-    return order[keep]
+    pairs = torch.stack((i[by_row], j[by_row])).cpu().numpy()
+    return order[torch.from_numpy(_greedy_keep(n, pairs[0], pairs[1])).to(boxes.device)]
+
+
+def _greedy_keep(n: int, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Positions ``[K]`` (int64) that greedy NMS keeps, given its suppressing pairs.
+
+    ``rows[k] < cols[k]`` are visiting positions, sorted by row: box ``cols[k]`` is suppressed if
+    box ``rows[k]`` is kept. A box is kept if none of its suppressors is. Vectorized rounds first
+    settle whole cluster tops at once: a box whose remaining suppressors are all suppressed is
+    kept, and suppresses its pairs' boxes; pairs from suppressed boxes or into them are dropped.
+    Each round settles at least the first unsettled box. The pairs left after a few rounds (long
+    suppression chains) go through the sequential pass, which visits every row after all of its
+    remaining suppressors, so its status is final when its own pairs are visited.
+    """
+    suppressed = np.zeros(n, dtype=bool)
+    for _ in range(_GREEDY_ROUNDS):
+        live = ~(suppressed[rows] | suppressed[cols])
+        rows, cols = rows[live], cols[live]
+        if rows.size == 0:
+            break
+        threatened = np.zeros(n, dtype=bool)
+        threatened[cols] = True
+        kept = ~threatened[rows]
+        suppressed[cols[kept]] = True
+        rows, cols = rows[~kept], cols[~kept]
+    flags = bytearray(suppressed.tobytes())
+    for row, col in zip(rows.tolist(), cols.tolist()):
+        if not flags[row]:
+            flags[col] = 1
+    return np.flatnonzero(np.frombuffer(flags, dtype=np.uint8) == 0)
 
 
 def _clustered_boxes(n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:

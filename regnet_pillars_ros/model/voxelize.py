@@ -3,7 +3,8 @@
 Semantics (spec section c): a point's cell is floor((p - min) / voxel) in float32; points outside
 the grid are dropped; pillars are numbered in order of first appearance; a new pillar past
 `max_voxels` drops its points; each pillar keeps its first `max_num_points` points in input order.
-No Python loops: one dense first-appearance table over the grid and one stable sort.
+No Python loops: one dense first-appearance table over the grid and one stable sort; two host
+synchronisations on a GPU.
 """
 from __future__ import annotations
 
@@ -58,11 +59,11 @@ def voxelize(
     """Group `points` [N, C] (x, y, z first) into pillars; works on CPU and CUDA tensors."""
     device = points.device
     n = points.shape[0]
-    lo = torch.tensor(point_cloud_range[:3], dtype=torch.float32, device=device)
-    hi = torch.tensor(point_cloud_range[3:], dtype=torch.float32, device=device)
-    size = torch.tensor(voxel_size, dtype=torch.float32, device=device)
+    # Grid shape on the host (the same float32 arithmetic as on any device), so it costs no sync.
+    lo, hi, size = (torch.tensor(v, dtype=torch.float32) for v in (point_cloud_range[:3], point_cloud_range[3:], voxel_size))
     grid = torch.round((hi - lo) / size).to(torch.long)  # x, y, z cells
-    gx, gy, gz = (int(g) for g in grid.tolist())
+    gx, gy, gz = grid.tolist()
+    lo, size, grid = lo.to(device), size.to(device), grid.to(device)
 
     cell = torch.floor((points[:, :3].float() - lo) / size).to(torch.long)
     inside = ((cell >= 0) & (cell < grid)).all(dim=1)
@@ -70,27 +71,28 @@ def voxelize(
     # Points outside the grid go to one extra sentinel cell that never becomes a pillar.
     linear = torch.where(inside, (cell[:, 2] * gy + cell[:, 1]) * gx + cell[:, 0], num_cells)
 
-    # First appearance of every occupied cell, then pillars ranked by it.
+    # First appearance of every occupied cell, then pillars ranked by it (host sync 1: their count).
     first = torch.full((num_cells + 1,), n, dtype=torch.long, device=device)
     first.scatter_reduce_(0, linear, torch.arange(n, device=device), reduce="amin")
     first[num_cells] = n
     occupied = torch.nonzero(first < n).squeeze(1)
     occupied = occupied[torch.argsort(first[occupied])][:max_voxels]
     num_pillars = occupied.numel()
-    rank = torch.full_like(first, max_voxels)  # max_voxels = dropped (outside or overflow)
+    rank = torch.full_like(first, num_pillars)  # num_pillars = dropped (outside or overflow)
     rank[occupied] = torch.arange(num_pillars, device=device)
 
-    # A stable sort by pillar keeps input order inside a pillar and puts dropped points last.
+    # A stable sort by pillar keeps input order inside a pillar and puts dropped points last;
+    # bounds[r] is where pillar r starts in that order (bounds[num_pillars]: the dropped points).
     point_rank, index = torch.sort(rank[linear], stable=True)
-    counts = torch.bincount(point_rank, minlength=max_voxels + 1)[:num_pillars]
-    num_valid = int(counts.sum())
-    overflow = int(inside.sum()) - num_valid
-    point_rank, index = point_rank[:num_valid], index[:num_valid]
-    starts = torch.cumsum(counts, 0) - counts
-    slot = torch.arange(num_valid, device=device) - starts[point_rank]
-    if num_valid and int(counts.max()) > max_num_points:
-        kept = slot < max_num_points
-        point_rank, index, slot = point_rank[kept], index[kept], slot[kept]
+    bounds = torch.searchsorted(point_rank, torch.arange(num_pillars + 1, device=device))
+    counts = bounds[1:] - bounds[:-1]
+    slot = torch.arange(n, device=device) - bounds[point_rank]
+    kept = (point_rank < num_pillars) & (slot < max_num_points)
+    # Host sync 2: how many points are kept, and how many fell past max_voxels.
+    num_kept, overflow = torch.stack((kept.sum(), inside.sum() - bounds[-1])).tolist()
+    # Positions of the kept points in sorted order: where the running count reaches 1, 2, ...
+    at = torch.searchsorted(torch.cumsum(kept, 0), torch.arange(1, num_kept + 1, device=device))
+    point_rank, index, slot = point_rank[at], index[at], slot[at]
 
     coors = torch.stack(
         (occupied // (gx * gy), (occupied // gx) % gy, occupied % gx), dim=1
