@@ -2,11 +2,12 @@
 
 Replays scene bags written by `regnet-pillars bag-from-dataset` through the detector node's
 pipeline and scores the key frames with the official metric of the bags' dataset: nuScenes
-(nuscenes-devkit's DetectionEval: mAP, NDS, TP errors) or Lyft (lyft-dataset-sdk's mAP over 3D IoU
-0.5:0.05:0.95, over the key frames of the bags' scenes). Offline (default), the bags are read with rosbags and every cloud goes through
-the node's own sweep stacking (ego motion from the bag's /tf), detector and output selection in
-this process; --live starts detector_node, plays the bags into it over DDS with /clock and
-use_sim_time, and scores what it published (latency and dropped frames included).
+(nuscenes-devkit's DetectionEval: mAP, NDS, TP errors) or Lyft (lyft-dataset-sdk's mAP over 3D
+IoU 0.5:0.05:0.95, over the key frames of the bags' scenes). Offline (default), the bags are read
+with rosbags and every cloud goes through the node's own sweep stacking (ego motion from the
+bag's /tf), detector and output selection in this process; --live starts detector_node, plays
+the bags into it over DDS with /clock and use_sim_time, and scores what it published (latency and
+dropped frames included).
 
 Every key frame (/sample_token) is accounted for: scored, dropped (with the reason; it enters the
 metric with no boxes) or not in the evaluated split. Output folder: frames.json (per key frame:

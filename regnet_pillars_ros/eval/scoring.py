@@ -84,9 +84,8 @@ def write_frames(path: Path, records: list[dict], acc: Accounting) -> Path:
 
 
 def filled_detections(frames: list[FrameResult], split_tokens: list[str],
-                        class_names: tuple[str, ...], box_dim: int) -> dict[str, Detections]:
+                      class_names: tuple[str, ...], box_dim: int) -> dict[str, Detections]:
     """Detections of every key frame of the split; dropped ones empty."""
     found = {f.key.sample_token: f.detections for f in frames if f.detections is not None}
     empty = Detections.empty(class_names, box_dim)
     return {t: found.get(t, empty) for t in split_tokens}
-

@@ -58,4 +58,3 @@ def detect(detector: "Detector", points: np.ndarray, out: OutputFilter) -> "Dete
     detector.score_threshold = float(thresholds.min())
     detector.max_detections = MODEL_BOX_BOUND if out.class_thresholds else out.max_detections
     return select(detector(points), thresholds, out.max_detections)
-

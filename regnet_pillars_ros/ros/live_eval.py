@@ -21,7 +21,7 @@ from tqdm import tqdm
 from ..eval import bag_topics as topics
 from ..eval.replay import FrameResult, KeyFrame, ReplayConfig, scene_name
 from ..model import Detections, get_preset
-from .demo import INPUT_TOPIC, OBJECTS_TOPIC, Player, ros_environment, start_node, stop_node
+from .demo import OBJECTS_TOPIC, Player, ros_environment, start_node, stop_node
 
 VELOCITIES_TOPIC = "/detector_node/output/velocities"
 NOT_RECEIVED = "no detections received for the key frame's cloud (dropped by the node or lost)"
