@@ -24,7 +24,28 @@ from .runtime.bench import DEFAULT_POINTS, BenchConfig, markdown_table, run_benc
 from .runtime.export import OPSET, export_onnx
 
 PROG = "regnet-pillars"
-DELEGATED = ("demo", "bench-node", "train", "bag-from-dataset", "eval")  # commands whose options their own tools parse
+# Commands whose options their own tools parse: name -> (module with main(argv), summary, epilog).
+DELEGATED = {
+    "demo": ("regnet_pillars_ros.ros.demo", "run the ROS 2 demo (needs rclpy)", f"example:\n  {PROG} demo --help"),
+    "bench-node": (
+        "regnet_pillars_ros.ros.bench", "node-level latency over real DDS (needs rclpy)",
+        "Cloud published -> Detection3DArray received in another process: p50/p90/p99 and dropped frames.\n\n"
+        f"example:\n  {PROG} bench-node --help"),
+    "train": (
+        "regnet_pillars_ros.train.cli", "train a preset (synthetic LiDAR scans; torchrun for several processes)",
+        f"examples:\n  {PROG} train --help\n"
+        f"  {PROG} train --preset nus-regnetx-400mf-fpn --device cuda --time-limit 600 --batch-size 8 --workers 14 -o run/\n"
+        "  torchrun --nproc-per-node 2 -m regnet_pillars_ros.train.cli --preset nus-secfpn --iters 100 -o run/"),
+    "bag-from-dataset": (
+        "regnet_pillars_ros.eval.bag_from_dataset",
+        "convert a nuScenes or Lyft dataset into rosbag2, one bag per scene (needs rclpy)",
+        f"examples:\n  {PROG} bag-from-dataset --help\n"
+        f"  {PROG} bag-from-dataset --dataroot data/nuscenes --version v1.0-mini --scenes scene-0103 -o bags/"),
+    "eval": (
+        "regnet_pillars_ros.eval.cli", "replay scene bags through the node's pipeline and score them (nuScenes devkit)",
+        f"examples:\n  {PROG} eval --help\n"
+        f"  {PROG} eval bags/ --preset nus-regnetx-400mf-fpn --checkpoint model.pth --dataroot data/nuscenes -o report/"),
+}
 DEVICES = ("cpu", "cuda", "auto")
 POINTS_HELP = """\
 points files (--points):
@@ -315,34 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "(default results/bench/bench-PRESET-DEVICE.json)")
     bench.set_defaults(run=cmd_bench)
 
-    demo = add_command(sub, "demo", "run the ROS 2 demo (needs rclpy); its own options follow",
-                       f"example:\n  {PROG} demo --help", add_help=False)
-    demo.set_defaults(run=cmd_delegate, module="regnet_pillars_ros.ros.demo")
-    bench_node = add_command(
-        sub, "bench-node", "node-level latency over real DDS (needs rclpy); its own options follow",
-        f"Cloud published -> Detection3DArray received in another process: p50/p90/p99 and dropped frames.\n\n"
-        f"example:\n  {PROG} bench-node --help", add_help=False)
-    bench_node.set_defaults(run=cmd_delegate, module="regnet_pillars_ros.ros.bench")
-    train = add_command(
-        sub, "train", "train a preset (synthetic LiDAR scans; torchrun for several processes); its own options follow",
-        f"examples:\n  {PROG} train --help\n  {PROG} train --preset nus-regnetx-400mf-fpn --data synthetic --iters 2000 -o run/\n"
-        "  torchrun --nproc-per-node 2 -m regnet_pillars_ros.train.cli --preset nus-secfpn --iters 100 -o run/",
-        add_help=False)
-    train.set_defaults(run=cmd_delegate, module="regnet_pillars_ros.train.cli")
-    bag_from_dataset = add_command(
-        sub, "bag-from-dataset", "convert a nuScenes or Lyft dataset into rosbag2, one bag per scene (needs rclpy); "
-        "its own options follow",
-        f"examples:\n  {PROG} bag-from-dataset --help\n"
-        f"  {PROG} bag-from-dataset --dataroot data/nuscenes --version v1.0-mini --scenes scene-0103 -o bags/",
-        add_help=False)
-    bag_from_dataset.set_defaults(run=cmd_delegate, module="regnet_pillars_ros.eval.bag_from_dataset")
-    evaluate = add_command(
-        sub, "eval", "replay scene bags through the node's pipeline and score them (nuScenes devkit); "
-        "its own options follow",
-        f"examples:\n  {PROG} eval --help\n"
-        f"  {PROG} eval bags/ --preset nus-regnetx-400mf-fpn --checkpoint model.pth --dataroot data/nuscenes -o report/",
-        add_help=False)
-    evaluate.set_defaults(run=cmd_delegate, module="regnet_pillars_ros.eval.cli")
+    for name, (module, summary, epilog) in DELEGATED.items():
+        tool = add_command(sub, name, f"{summary}; its own options follow", epilog, add_help=False)
+        tool.set_defaults(run=cmd_delegate, module=module)
     return parser
 
 
