@@ -54,6 +54,9 @@ def test_every_key_frame_is_scored_and_written(dataset, offline):
     assert record["dropped"] == {} and record["not_in_split"] == []
     assert sorted(f["sample_token"] for f in record["frames"]) == sorted(tokens)
     assert all(f["status"] == "scored" and f["latency_ms"] > 0 for f in record["frames"])
+    detections = scoring.read_detections(offline / "detections.npz")
+    assert sorted(detections) == sorted(tokens)
+    assert all(f["boxes"] == len(detections[f["sample_token"]]) for f in record["frames"])
     results = json.loads((offline / "results_nusc.json").read_text())["results"]
     assert set(results) == set(tokens)
     summary = json.loads((offline / "metrics_summary.json").read_text())
@@ -80,11 +83,12 @@ def test_replay_stacks_sweeps_with_the_devkit_poses(dataset, offline):
         stacked = sweeps.add(points.reshape(-1, 5)[:, :3].copy(), record["timestamp"] * 1000, pose)
     assert stacked.sweeps == 11 and not stacked.ego_motion_missing
     expected = detect(detector, stacked.points, config.output)
-    written = next(f for f in json.loads((offline / "frames.json").read_text())["frames"]
-                   if f["sample_token"] == sample["token"])
-    assert len(expected) == len(written["boxes"]) > 0
-    np.testing.assert_allclose(written["boxes"], expected.boxes, atol=1e-3)
-    np.testing.assert_allclose(written["scores"], expected.scores, atol=1e-5)
+    written = scoring.read_detections(offline / "detections.npz")[sample["token"]]
+    assert len(expected) == len(written) > 0
+    assert written.class_names == expected.class_names
+    np.testing.assert_array_equal(written.labels, expected.labels)
+    np.testing.assert_allclose(written.boxes, expected.boxes, atol=1e-3)
+    np.testing.assert_allclose(written.scores, expected.scores, atol=1e-5)
 
 
 def key(token: str, stamp: int = 0) -> replay.KeyFrame:

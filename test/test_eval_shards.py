@@ -12,6 +12,7 @@ import pytest
 
 from regnet_pillars_ros.eval import bag_from_dataset, cli
 from regnet_pillars_ros.eval import synthetic_nuscenes as synthetic
+from regnet_pillars_ros.eval.scoring import read_detections
 from regnet_pillars_ros.sim.lidar import LidarConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,7 +45,9 @@ def outcome(out: Path) -> tuple:
     for frame in frames["frames"]:
         frame.pop("latency_ms")
     summary.pop("eval_time")
-    return (out / "results_nusc.json").read_text(), summary, frames
+    detections = {token: (d.boxes.tobytes(), d.scores.tobytes(), d.labels.tobytes())
+                  for token, d in read_detections(out / "detections.npz").items()}
+    return (out / "results_nusc.json").read_text(), summary, frames, detections
 
 
 def test_one_process_equals_two_gloo_ranks_and_two_workers(data, tmp_path):

@@ -11,7 +11,8 @@ dropped frames included).
 
 Every key frame (/sample_token) is accounted for: scored, dropped (with the reason; it enters the
 metric with no boxes) or not in the evaluated split. Output folder: frames.json (per key frame:
-status, reason, latency, boxes in the LiDAR frame), with --dataroot results_nusc.json and the
+status, reason, latency, number of boxes), detections.npz (the boxes in the LiDAR frame), with
+--dataroot results_nusc.json and the
 devkit's metrics_summary.json / metrics_details.json (nuScenes) or metrics_lyft.json (Lyft), and
 the report index.md / index.html with its PNGs.
 
@@ -38,7 +39,8 @@ from ..ros.launch_config import params_files
 from ..ros.params import parse_class_thresholds
 from .replay import FrameResult, ReplayConfig, key_cloud, scene_bags, scene_name
 from .report import BevFrame, bev_choice, lyft_blocks, nuscenes_blocks, write_report
-from .scoring import Accounting, account, frame_records, filled_detections, write_frames
+from .scoring import (Accounting, account, filled_detections, frame_records, write_detections,
+                      write_frames)
 from .shard import replay_sharded, world
 
 PROG = "regnet-pillars eval"
@@ -254,6 +256,7 @@ def report(frames: list[FrameResult], args: argparse.Namespace, mode: str,
         acc, blocks, split, dataset = (account(frames, None), None,
                                        "all key frames of the bags (not scored)", None)
     write_frames(out / "frames.json", frame_records(frames, acc), acc)
+    write_detections(out / "detections.npz", frames)
     settings = [("bags", str(args.bag)), ("preset", args.preset),
                 ("weights", weights_name(args)),
                 ("mode", mode), ("split", split),

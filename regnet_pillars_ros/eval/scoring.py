@@ -60,19 +60,39 @@ def account(frames: list[FrameResult], split_tokens: list[str] | None) -> Accoun
 
 
 def frame_records(frames: list[FrameResult], acc: Accounting) -> list[dict]:
-    """Per key frame: token, stamp, status, reason, latency and the boxes in the LiDAR frame."""
+    """Per key frame: token, stamp, scene, status, reason, latency and the number of boxes."""
     status = {**dict.fromkeys(acc.scored, "scored"), **dict.fromkeys(acc.dropped, "dropped"),
               **dict.fromkeys(acc.not_in_split, NOT_IN_SPLIT)}
-    records = []
-    for f in frames:
-        d = f.detections
-        records.append({
-            "sample_token": f.key.sample_token, "stamp_ns": f.key.stamp_ns, "scene": f.key.scene,
-            "status": status[f.key.sample_token], "reason": f.reason, "latency_ms": f.latency_ms,
-            "boxes": None if d is None else np.asarray(d.boxes, np.float64).tolist(),
-            "scores": None if d is None else np.asarray(d.scores, np.float64).tolist(),
-            "labels": None if d is None else [d.class_names[i] for i in d.labels]})
-    return records
+    return [{"sample_token": f.key.sample_token, "stamp_ns": f.key.stamp_ns, "scene": f.key.scene,
+             "status": status[f.key.sample_token], "reason": f.reason,
+             "latency_ms": f.latency_ms, "boxes": None if f.detections is None else len(f.detections)}
+            for f in frames]
+
+
+def write_detections(path: Path, frames: list[FrameResult]) -> Path:
+    """detections.npz: the boxes (x, y, z_bottom, l, w, h, yaw[, vx, vy], LiDAR frame), scores
+    and labels of every key frame with detections, concatenated; frame i owns rows
+    offsets[i]:offsets[i + 1] of sample_tokens[i]."""
+    found = [f for f in frames if f.detections is not None]
+    names = found[0].detections.class_names if found else ()
+    dim = found[0].detections.boxes.shape[1] if found else 7
+    np.savez_compressed(
+        path, sample_tokens=np.array([f.key.sample_token for f in found], dtype=str),
+        offsets=np.cumsum([0] + [len(f.detections) for f in found]),
+        boxes=np.concatenate([f.detections.boxes for f in found] or [np.zeros((0, dim))]),
+        scores=np.concatenate([f.detections.scores for f in found] or [np.zeros(0)]),
+        labels=np.concatenate([f.detections.labels for f in found] or [np.zeros(0, np.int64)]),
+        class_names=np.array(names, dtype=str))
+    return path
+
+
+def read_detections(path: Path) -> dict[str, Detections]:
+    """The detections of `write_detections`, by sample token."""
+    with np.load(path) as z:
+        names, o = tuple(z["class_names"].tolist()), z["offsets"]
+        return {t: Detections(z["boxes"][o[i]:o[i + 1]], z["scores"][o[i]:o[i + 1]],
+                              z["labels"][o[i]:o[i + 1]], names)
+                for i, t in enumerate(z["sample_tokens"].tolist())}
 
 
 def write_frames(path: Path, records: list[dict], acc: Accounting) -> Path:
