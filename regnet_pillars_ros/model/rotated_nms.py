@@ -149,12 +149,20 @@ def _overlap_pairs(boxes: Tensor, groups: Tensor) -> tuple[Tensor, Tensor]:
     stop = torch.searchsorted(start, (hi + shift)[order], right=True)
     rank = torch.arange(n, device=boxes.device)
     counts = (stop - rank - 1).clamp(min=0)
-    first = counts.cumsum(0) - counts
-    rows = torch.repeat_interleave(rank, counts)
-    cols = rows + 1 + torch.arange(rows.shape[0], device=boxes.device) - first[rows]
-    i, j = order[rows], order[cols]
-    close = ((other[i] - other[j]).abs() < other_width[i] + other_width[j]) & (groups[i] == groups[j])
-    i, j = i[close], j[close]
+    ends = counts.cumsum(0)
+    # On the CPU the runs are expanded in slices of about _CPU_PAIR_BATCH pairs, elsewhere all at once.
+    cuts = [0, n]
+    if boxes.device.type == "cpu":
+        marks = torch.arange(_CPU_PAIR_BATCH, max(int(ends[-1]), _CPU_PAIR_BATCH), _CPU_PAIR_BATCH)
+        cuts[1:1] = torch.searchsorted(ends, marks).tolist()
+    pairs = []
+    for a, b in zip(cuts[:-1], cuts[1:]):
+        rows = torch.repeat_interleave(rank[a:b], counts[a:b])
+        cols = rows + 1 + torch.arange(rows.shape[0], device=boxes.device) + (ends[a] - counts[a]) - (ends - counts)[rows]
+        i, j = order[rows], order[cols]
+        close = ((other[i] - other[j]).abs() < other_width[i] + other_width[j]) & (groups[i] == groups[j])
+        pairs.append((i[close], j[close]))
+    i, j = (torch.cat(side) for side in zip(*pairs))
     return torch.minimum(i, j), torch.maximum(i, j)
 
 
