@@ -3,6 +3,7 @@ on each inference backend (another process, real DDS; after test_node.py's node 
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from nav_msgs.msg import Odometry  # noqa: E402
 from node_probe import (NODE, NodeProcess, flat_scores_checkpoint, node_args, probe_of,  # noqa: E402
                         scene, stamp_of)
 from regnet_pillars_ros.model import get_preset  # noqa: E402
+from regnet_pillars_ros.model.head import level_anchors  # noqa: E402
 
 NUS = get_preset("nus-regnetx-400mf-fpn")
 SEC = 1_000_000_000
@@ -29,7 +31,7 @@ def running(request, tmp_path, monkeypatch):
                                   {n: 0.9 if n == "car" else 0.01 for n in NUS.class_names})
     node = NodeProcess(node_args(tmp_path, NUS.name, checkpoint=str(ckpt), max_detections=10,
                                  num_sweeps=2, ego_motion_source="odometry",
-                                 target_frame="odom", tf_wait_s=3.0, backend=request.param),
+                                 target_frame="odom", tf_wait_s=5.0, backend=request.param),
                        tmp_path / "node.log")
     with probe_of(node) as probe:
         yield probe, request.param
@@ -68,3 +70,28 @@ def test_odometry_stacks_sweeps_and_boxes_come_out_in_the_target_frame(running):
     assert values["backend"] == backend
     assert values["last_sweeps"] == "2"
     assert values.get("ego_motion_missing", "0") == "0" and values.get("tf_failures", "0") == "0"
+
+
+@pytest.mark.parametrize("running", ["torch"], indirect=True)
+def test_a_cloud_ahead_of_its_pose_waits_for_it_rather_than_take_an_older_one(running):
+    probe, _ = running
+    odom_pub = probe.node.create_publisher(Odometry, f"{NODE}/input/odometry", 10)
+    s0, s1 = 60 * SEC, 60 * SEC + SEC // 20  # 50 ms apart: the older pose is within tf_tolerance_s
+    odom_pub.publish(odometry(s0, EGO_X, EGO_YAW))
+    probe.detect(scene(), s0, frame="lidar_top", with_tf=False)
+    probe.publish_cloud(scene(), s1, frame="lidar_top", with_tf=False)
+    # The pose comes after the cloud and, on this CPU, after its inference (1.5-2 s): the node must
+    # wait for it (tf_wait_s = 5 s) rather than take the pose at s0 for stacking and output.
+    time.sleep(3.0)
+    odom_pub.publish(odometry(s1, EGO_X + 0.3, EGO_YAW))
+    msg = probe.result_for(s1)
+    # Flat-score boxes are anchors: back in the LiDAR frame through the pose at s1 they sit on the
+    # anchor grid; through the stale pose at s0 they would be 0.3 m off it.
+    grid = np.unique(np.concatenate([
+        level_anchors(NUS.anchors, level, (n, n), "v1")[:, :2].numpy().ravel() for level, n in enumerate((200, 100, 50))]))
+    inverse = np.array([[math.cos(EGO_YAW), math.sin(EGO_YAW)], [-math.sin(EGO_YAW), math.cos(EGO_YAW)]])
+    assert len(msg.detections) == 10
+    for det in msg.detections:
+        c = det.bbox.center.position
+        in_lidar = inverse @ np.array([c.x - EGO_X - 0.3, c.y]) - (LIDAR_X, 0.0)
+        assert np.abs(grid[:, None] - in_lidar[None, :]).min(axis=0).max() < 1e-3

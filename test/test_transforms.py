@@ -66,8 +66,11 @@ def test_extrapolation_beyond_tolerance_raises_with_the_gap():
     buf = TransformBuffer(tolerance_s=0.05)
     buf.set_transform("odom", "base", 10 * SEC, Transform.from_xyz_yaw((1, 0, 0), 0))
     buf.set_transform("odom", "base", 11 * SEC, Transform.from_xyz_yaw((2, 0, 0), 0))
-    # Within tolerance: the nearest sample is used.
+    # Within tolerance: the nearest sample is used, unless the lookup asks for an exact one.
     assert buf.lookup("odom", "base", 11 * SEC + SEC // 50).translation[0] == pytest.approx(2)
+    with pytest.raises(ExtrapolationError, match=r"0\.020 s after the newest"):
+        buf.lookup("odom", "base", 11 * SEC + SEC // 50, exact=True)
+    assert buf.lookup("odom", "base", 10 * SEC + SEC // 2, exact=True).translation[0] == pytest.approx(1.5)
     with pytest.raises(ExtrapolationError, match=r"0\.500 s after the newest"):
         buf.lookup("odom", "base", 11 * SEC + SEC // 2)
     with pytest.raises(ExtrapolationError, match="before the oldest"):

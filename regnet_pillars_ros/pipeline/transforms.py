@@ -196,19 +196,23 @@ class TransformBuffer:
                 raise TransformError(f"transform tree has a loop through '{frame}'")
         return chain
 
-    def _to_ancestor(self, chain: list[str], stamp_ns: int) -> Transform:
+    def _to_ancestor(self, chain: list[str], stamp_ns: int, tolerance_ns: int) -> Transform:
         """T_ancestor_frame for chain = [frame, parent, ..., ancestor]."""
         result = Transform.identity()
         for child, parent in zip(chain, chain[1:]):
             if child in self._static:
                 edge = self._static[child]
             else:
-                edge = self._dynamic[child].at(stamp_ns, self.tolerance_ns, f"{parent} -> {child}")
+                edge = self._dynamic[child].at(stamp_ns, tolerance_ns, f"{parent} -> {child}")
             result = edge @ result
         return result
 
-    def lookup(self, target: str, source: str, stamp_ns: int) -> Transform:
-        """T_target_source at ``stamp_ns``: maps points in ``source`` into ``target``."""
+    def lookup(self, target: str, source: str, stamp_ns: int, exact: bool = False) -> Transform:
+        """T_target_source at ``stamp_ns``: maps points in ``source`` into ``target``.
+
+        ``exact`` refuses the tolerance: the stamp must lie within every dynamic edge's history.
+        """
+        tolerance_ns = 0 if exact else self.tolerance_ns
         target, source = target.lstrip("/"), source.lstrip("/")
         if target == source:
             return Transform.identity()
@@ -221,8 +225,8 @@ class TransformBuffer:
         if common is None:
             raise TransformError(f"'{source}' and '{target}' are not connected "
                                  f"(roots '{up_source[-1]}' and '{up_target[-1]}')")
-        to_common = self._to_ancestor(up_source[:up_source.index(common) + 1], stamp_ns)
-        from_common = self._to_ancestor(up_target[:up_target.index(common) + 1], stamp_ns)
+        to_common = self._to_ancestor(up_source[:up_source.index(common) + 1], stamp_ns, tolerance_ns)
+        from_common = self._to_ancestor(up_target[:up_target.index(common) + 1], stamp_ns, tolerance_ns)
         return from_common.inverse() @ to_common
 
 

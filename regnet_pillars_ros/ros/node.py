@@ -235,15 +235,18 @@ class DetectorNode(Node):
                               pose.position, pose.orientation, False)
 
     def _lookup(self, target: str, source: str, stamp: int) -> Transform:
-        """T_target_source at ``stamp``, waiting up to tf_wait_s for /tf to catch up."""
+        """T_target_source at ``stamp``: waits up to tf_wait_s for /tf to reach the stamp (it may
+        arrive after the cloud, as with tf2), then settles for the nearest transform within
+        tf_tolerance_s. Taking the tolerance at once would use a stale pose whenever the cloud
+        is ahead of its /tf."""
         deadline = time.monotonic() + self._param("tf_wait_s")
         with self._tf_cond:
             while True:
                 try:
-                    return self._tf.lookup(target, source, stamp)
-                except TransformError:  # /tf may arrive after the cloud, as with tf2
+                    return self._tf.lookup(target, source, stamp, exact=True)
+                except TransformError:
                     if not self._tf_cond.wait(max(0.0, deadline - time.monotonic())):
-                        raise
+                        return self._tf.lookup(target, source, stamp)
 
     # -- the inference thread ---------------------------------------------------------------
 
