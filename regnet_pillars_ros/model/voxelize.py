@@ -82,16 +82,23 @@ def voxelize(
     rank[occupied] = torch.arange(num_pillars, device=device)
 
     # A stable sort by pillar keeps input order inside a pillar and puts dropped points last;
-    # bounds[r] is where pillar r starts in that order (bounds[num_pillars]: the dropped points).
+    # pillar r starts at starts[r] in that order (starts[num_pillars]: the dropped points).
     point_rank, index = torch.sort(rank[linear], stable=True)
-    bounds = torch.searchsorted(point_rank, torch.arange(num_pillars + 1, device=device))
-    counts = bounds[1:] - bounds[:-1]
-    slot = torch.arange(n, device=device) - bounds[point_rank]
+    counts = torch.zeros(num_pillars + 1, dtype=torch.long, device=device)
+    counts.scatter_add_(0, point_rank, torch.ones_like(point_rank))  # bincount would sync on a GPU
+    starts = torch.cumsum(counts, 0) - counts
+    position = torch.arange(n, device=device)
+    slot = position - starts[point_rank]
     kept = (point_rank < num_pillars) & (slot < max_num_points)
-    # Host sync 2: how many points are kept, and how many fell past max_voxels.
-    num_kept, overflow = torch.stack((kept.sum(), inside.sum() - bounds[-1])).tolist()
-    # Positions of the kept points in sorted order: where the running count reaches 1, 2, ...
-    at = torch.searchsorted(torch.cumsum(kept, 0), torch.arange(1, num_kept + 1, device=device))
+    # Host sync 2: points in pillars, points kept, and how many fell past max_voxels.
+    num_valid, num_kept, overflow = torch.stack((starts[-1], kept.sum(), inside.sum() - starts[-1])).tolist()
+    at: slice | torch.Tensor = slice(num_kept)  # no pillar over max_num_points: the kept points lead
+    if num_kept < num_valid:
+        # Stable partition, kept points first: a permutation (dropped points fill the end
+        # backwards), so the scatter is deterministic.
+        seen = torch.cumsum(kept, 0)
+        target = torch.where(kept, seen - 1, n - 1 - position + seen)
+        at = torch.empty_like(position).scatter_(0, target, position)[:num_kept]
     point_rank, index, slot = point_rank[at], index[at], slot[at]
 
     coors = torch.stack(
@@ -103,6 +110,6 @@ def voxelize(
         point_slot=slot,
         source_index=index,
         coors=coors,
-        num_points=counts.clamp(max=max_num_points),
+        num_points=counts[:num_pillars].clamp(max=max_num_points),
         overflow=overflow,
     )
