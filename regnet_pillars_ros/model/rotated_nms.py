@@ -161,6 +161,7 @@ def _overlap_pairs(boxes: Tensor, groups: Tensor) -> tuple[Tensor, Tensor]:
         cols = rows + 1 + torch.arange(rows.shape[0], device=boxes.device) + (ends[a] - counts[a]) - (ends - counts)[rows]
         i, j = order[rows], order[cols]
         close = ((other[i] - other[j]).abs() < other_width[i] + other_width[j]) & (groups[i] == groups[j])
+        close = close.nonzero().squeeze(1)  # one sync for both sides
         pairs.append((i[close], j[close]))
     i, j = (torch.cat(side) for side in zip(*pairs))
     return torch.minimum(i, j), torch.maximum(i, j)
@@ -201,7 +202,7 @@ def nms_rotated_bev(boxes: Tensor, scores: Tensor, iou_threshold: float, groups:
         i, j = i[same], j[same]
     else:
         i, j = _overlap_pairs(b, g)
-    over = _indexed_iou(b, b, i, j) > iou_threshold
+    over = (_indexed_iou(b, b, i, j) > iou_threshold).nonzero().squeeze(1)
     i, j = i[over], j[over]
     # The greedy pass is sequential: it runs on the host over the suppressing pairs only, sorted
     # by their higher-scored box, for one device-to-host copy instead of a sync per box.
