@@ -8,11 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from regnet_pillars_ros.eval import bag_from_dataset, cli
-from regnet_pillars_ros.eval import synthetic_nuscenes as synthetic
+from eval_helpers import dataset_with_bags
+from regnet_pillars_ros.eval import cli
 from regnet_pillars_ros.eval.scoring import read_detections
 from regnet_pillars_ros.ros.live_eval import NOT_RECEIVED, OBJECTS_TOPIC
-from regnet_pillars_ros.sim.lidar import LidarConfig
 
 PRESET = "nus-secfpn"  # about 0.5 s a cloud here, the fastest preset on this sparse cloud
 
@@ -20,12 +19,8 @@ PRESET = "nus-secfpn"  # about 0.5 s a cloud here, the fastest preset on this sp
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> tuple[Path, Path]:
     """One scene, 2 key frames (21 sweeps), sparse LiDAR."""
-    root = tmp_path_factory.mktemp("live")
-    dataset = synthetic.write_dataset(root / "data", seed=5, num_scenes=1, num_key_frames=2,
-                                      lidar=LidarConfig(azimuth_steps=360))
-    assert bag_from_dataset.main(["--dataroot", str(dataset.dataroot), "--version",
-                                  dataset.version, "-o", str(root / "bags"), "--no-progress"]) == 0
-    return root / "bags", dataset.dataroot
+    dataset, bags = dataset_with_bags(tmp_path_factory.mktemp("live"), seed=5, num_scenes=1, num_key_frames=2)
+    return bags, dataset.dataroot
 
 
 def evaluate(bags: Path, out: Path, *extra: str) -> dict:

@@ -9,10 +9,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from eval_helpers import SPARSE, write_bags
 from regnet_pillars_ros.eval import bag_from_dataset, cli, replay
 from regnet_pillars_ros.eval import synthetic_nuscenes as synthetic
 from regnet_pillars_ros.model import Detections, get_preset
-from regnet_pillars_ros.sim.lidar import LidarConfig
 
 pytest.importorskip("lyft_dataset_sdk", reason="lyft-dataset-sdk not installed")
 
@@ -30,12 +30,11 @@ def lyft(tmp_path_factory) -> SimpleNamespace:
     """One scene, 2 key frames, in the Lyft layout (category names are Lyft's classes)."""
     root = tmp_path_factory.mktemp("lyft")
     data = synthetic.write_dataset(root / "data", seed=5, num_scenes=1, num_key_frames=2,
-                                   version="v1.01-train", lidar=LidarConfig(azimuth_steps=360))
+                                   version="v1.01-train", lidar=SPARSE)
     categories = data.dataroot / data.version / "category.json"
     rows = json.loads(categories.read_text())
     categories.write_text(json.dumps([{**r, "name": LYFT_NAMES[r["name"]]} for r in rows]))
-    assert bag_from_dataset.main(["--dataroot", str(data.dataroot), "--version", data.version,
-                                  "--lyft", "-o", str(root / "bags"), "--no-progress"]) == 0
+    write_bags(data, root / "bags", "--lyft")
     args = [str(root / "bags"), "--preset", PRESET, "--dataroot", str(data.dataroot),
             "--no-progress", "--bev-frames", "1"]
     return SimpleNamespace(root=root, data=data, args=args)

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 from nuscenes import NuScenes
 
-from regnet_pillars_ros.eval import bag_from_dataset, cli, replay, scoring
+from eval_helpers import dataset_with_bags
+from regnet_pillars_ros.eval import cli, replay, scoring
 from regnet_pillars_ros.eval import nuscenes_frames as frames
 from regnet_pillars_ros.eval import nuscenes_metrics as metrics
 from regnet_pillars_ros.eval import synthetic_nuscenes as synthetic
 from regnet_pillars_ros.model import Detections
 from regnet_pillars_ros.pipeline.frame import detect
-from regnet_pillars_ros.sim.lidar import LidarConfig
 from regnet_pillars_ros.sim.scene import NUSCENES_CLASSES
 
 PRESET = "nus-secfpn"
@@ -27,11 +27,8 @@ SEED, SCENES, KEY_FRAMES = 5, 2, 2
 def dataset(tmp_path_factory) -> SimpleNamespace:
     """A 2-scene synthetic dataset (sparse LiDAR) and its bags from `bag-from-dataset`."""
     root = tmp_path_factory.mktemp("eval")
-    data = synthetic.write_dataset(root / "data", seed=SEED, num_scenes=SCENES,
-                                   num_key_frames=KEY_FRAMES, lidar=LidarConfig(azimuth_steps=360))
-    assert bag_from_dataset.main(["--dataroot", str(data.dataroot), "--version", data.version,
-                                  "-o", str(root / "bags"), "--no-progress"]) == 0
-    return SimpleNamespace(data=data, bags=root / "bags", root=root,
+    data, bags = dataset_with_bags(root, seed=SEED, num_scenes=SCENES, num_key_frames=KEY_FRAMES)
+    return SimpleNamespace(data=data, bags=bags, root=root,
                            nusc=NuScenes(data.version, str(data.dataroot), verbose=False))
 
 

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from regnet_pillars_ros.eval import bag_from_dataset, cli
-from regnet_pillars_ros.eval import synthetic_nuscenes as synthetic
+from eval_helpers import dataset_with_bags
+from regnet_pillars_ros.eval import cli
 from regnet_pillars_ros.eval.scoring import read_detections
-from regnet_pillars_ros.sim.lidar import LidarConfig
 
 REPO = Path(__file__).resolve().parents[1]
 PRESET = "nus-secfpn"
@@ -21,12 +20,8 @@ PRESET = "nus-secfpn"
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("shards")
-    dataset = synthetic.write_dataset(root / "data", seed=7, num_scenes=2, num_key_frames=2,
-                                      lidar=LidarConfig(azimuth_steps=360))
-    assert bag_from_dataset.main(["--dataroot", str(dataset.dataroot), "--version",
-                                  dataset.version, "-o", str(root / "bags"), "--no-progress"]) == 0
-    return root / "bags", dataset.dataroot
+    dataset, bags = dataset_with_bags(tmp_path_factory.mktemp("shards"), seed=7, num_scenes=2, num_key_frames=2)
+    return bags, dataset.dataroot
 
 
 def run_eval(launcher: list[str], data: tuple[Path, Path], out: Path, *extra: str) -> None:

@@ -1,0 +1,25 @@
+"""Small synthetic datasets and their scene bags, shared by the evaluation tests."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from regnet_pillars_ros.eval import bag_from_dataset
+from regnet_pillars_ros.eval import synthetic_nuscenes as synthetic
+from regnet_pillars_ros.sim.lidar import LidarConfig
+
+SPARSE = LidarConfig(azimuth_steps=360)  # a third of the default firings: fast to simulate and detect
+
+
+def write_bags(dataset: synthetic.SyntheticDataset, bags: Path, *flags: str) -> Path:
+    """`bag-from-dataset` of the whole dataset into ``bags`` (one bag per scene)."""
+    assert bag_from_dataset.main(["--dataroot", str(dataset.dataroot), "--version", dataset.version,
+                                  *flags, "-o", str(bags), "--no-progress"]) == 0
+    return bags
+
+
+def dataset_with_bags(root: Path, seed: int, num_scenes: int, num_key_frames: int
+                      ) -> tuple[synthetic.SyntheticDataset, Path]:
+    """A sparse synthetic nuScenes-layout dataset under ``root/data`` and its bags in ``root/bags``."""
+    dataset = synthetic.write_dataset(root / "data", seed=seed, num_scenes=num_scenes,
+                                      num_key_frames=num_key_frames, lidar=SPARSE)
+    return dataset, write_bags(dataset, root / "bags")
