@@ -22,6 +22,9 @@ mkdir -p "$work/bench"
 export PYTHONPATH="$PWD" REGNET_PILLARS_CACHE="$work/cache" PYTHONUNBUFFERED=1 TQDM_MININTERVAL=15
 TRAIN_SECONDS="${TRAIN_SECONDS:-300}"
 STAGES="${STAGES:-tests train bench}"
+pack() {  # everything so far in one archive (the device tool returns at most 8 files)
+    tar czf "$out/results.tgz" -C "$work" --exclude cache --exclude latest.pth .
+}
 if [ -d .device-share ] && [ ! -e ../shared ]; then ln -s "$PWD/.device-share" ../shared; fi
 if compgen -G ".whl/*.whl" >/dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
@@ -38,6 +41,7 @@ echo "== 1. CUDA tests"
 timeout 240 python3 -m pytest -q -p no:cacheprovider -o addopts="" test/test_runtime_backends.py \
     test/test_model_components.py test/test_rotated_nms.py -k "cuda or onnx" -rA >"$work/tests.txt" 2>&1
 tail -n 15 "$work/tests.txt"
+pack
 fi
 
 if [[ " $STAGES " == *" train "* ]] && [ "$TRAIN_SECONDS" -gt 0 ]; then
@@ -58,15 +62,16 @@ echo "== 3. benchmark"
 bench() {  # name, then bench arguments
     local name=$1
     shift
-    timeout 200 python3 -m regnet_pillars_ros.cli bench --device cuda --points 250000 --repeats 30 --warmup 5 \
+    timeout 200 python3 -m regnet_pillars_ros.cli bench --device cuda --points 250000 --repeats "${BENCH_REPEATS:-30}" --warmup 3 \
         --json "$work/bench/$name.json" "$@" >"$work/bench/$name.txt" 2>&1 || echo "bench $name failed"
     tail -n 12 "$work/bench/$name.txt"
+    pack
 }
 fpn=(nus-regnetx-400mf-fpn nus-regnetx-1.6gf-fpn)
 bench all-fp32 --preset all --precision fp32
 bench all-fp16-graph --preset all --precision fp16 --cuda-graph
 bench fpn-tf32-graph --preset "${fpn[@]}" --precision tf32 --cuda-graph
-bench fpn-bf16-graph --preset "${fpn[@]}" --precision bf16 --cuda-graph
+[ -n "${BENCH_BF16-1}" ] && bench fpn-bf16-graph --preset "${fpn[@]}" --precision bf16 --cuda-graph
 if [ -f .device-share/sim_scan.npy ]; then
     for variant in "fp32" "fp16 --cuda-graph"; do
         bench "trained-${variant%% *}" --preset nus-regnetx-400mf-fpn --cloud .device-share/sim_scan.npy \
@@ -74,5 +79,5 @@ if [ -f .device-share/sim_scan.npy ]; then
     done
 fi
 fi
-tar czf "$out/results.tgz" -C "$work" --exclude cache --exclude latest.pth .
+pack
 ls -la "$out"
