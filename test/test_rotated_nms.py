@@ -9,7 +9,8 @@ import pytest
 import torch
 from shapely.geometry import Polygon
 
-from regnet_pillars_ros.model.rotated_nms import _greedy_keep, benchmark, bev_box_corners, nms_rotated_bev, rotated_iou_bev
+from regnet_pillars_ros.model.rotated_nms import (_greedy_keep, _indexed_iou, _may_exceed, benchmark, bev_box_corners,
+                                                nms_rotated_bev, rotated_iou_bev)
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "mmdet3d"
 FIXTURE_CASES = ("nus-regnetx-400mf-secfpn-s11", "lyft-fpn-s12")
@@ -382,3 +383,19 @@ def test_cuda_matches_cpu() -> None:
 def test_benchmark_runs() -> None:
     result = benchmark(sizes=(50,), repeats=1)
     assert set(result) == {50} and result[50] > 0
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.2, 0.5, 0.9])
+def test_iou_bound_keeps_every_pair_the_exact_iou_keeps(threshold: float) -> None:
+    gen = torch.Generator().manual_seed(3)
+    n = 400
+    xy = torch.rand(n, 2, generator=gen) * 20.0
+    sizes = torch.rand(n, 2, generator=gen) ** 3 * 12.0  # small to huge, some nearly zero
+    boxes = torch.cat((xy, sizes, torch.rand(n, 1, generator=gen) * 6.3), dim=1).double()
+    i, j = torch.triu_indices(n, n, offset=1)
+    kept_i, kept_j = _may_exceed(boxes, i, j, threshold)
+    exact = _indexed_iou(boxes, boxes, i, j) > threshold
+    kept = set(zip(kept_i.tolist(), kept_j.tolist()))
+    assert set(zip(i[exact].tolist(), j[exact].tolist())) <= kept
+    if threshold > 0:  # and it spares the exact IoU most pairs (at 0 any overlap may count)
+        assert len(kept) < len(i) / 2

@@ -84,7 +84,7 @@ def test_onnx_of_another_preset_is_refused(onnx_file):
 def test_bad_backend_and_precision_are_refused():
     with pytest.raises(ValueError, match="backend must be one of"):
         Detector.from_preset(PRESET, backend="tensorflow")
-    for precision in ("tf32", "fp16", "bf16"):
+    for precision in ("tf32", "fp16"):
         with pytest.raises(ValueError, match=f"{precision} needs a CUDA device"):
             Detector.from_preset(PRESET, precision=precision)
     with pytest.raises(ValueError, match="cuda_graph needs a CUDA device"):

@@ -167,6 +167,21 @@ def _overlap_pairs(boxes: Tensor, groups: Tensor) -> tuple[Tensor, Tensor]:
     return torch.minimum(i, j), torch.maximum(i, j)
 
 
+def _may_exceed(boxes: Tensor, i: Tensor, j: Tensor, iou_threshold: float) -> tuple[Tensor, Tensor]:
+    """The pairs whose IoU may exceed ``iou_threshold``, by a cheap upper bound: the intersection
+    is at most that of the (enlarged) axis-aligned bounding boxes and at most the smaller area.
+    The bound errs high by a margin far above rounding, so no pair the exact IoU would keep is
+    dropped; it spares the exact IoU most pairs of large or differently sized boxes."""
+    span = _half_spans(boxes)
+    lo = torch.maximum(boxes[i, :2] - span[i], boxes[j, :2] - span[j])
+    hi = torch.minimum(boxes[i, :2] + span[i], boxes[j, :2] + span[j])
+    area = boxes[:, 2] * boxes[:, 3]
+    inter = torch.minimum((hi - lo).clamp(min=0).prod(dim=1), torch.minimum(area[i], area[j]))
+    bound = inter / (area[i] + area[j] - inter)
+    keep = (bound >= iou_threshold - 1e-9).nonzero().squeeze(1)
+    return i[keep], j[keep]
+
+
 def rotated_iou_bev(boxes_a: Tensor, boxes_b: Tensor) -> Tensor:
     """Exact BEV IoU matrix ``[N, M]`` of ``boxes_a [N, 5]`` and ``boxes_b [M, 5]``.
 
@@ -202,6 +217,7 @@ def nms_rotated_bev(boxes: Tensor, scores: Tensor, iou_threshold: float, groups:
         i, j = i[same], j[same]
     else:
         i, j = _overlap_pairs(b, g)
+        i, j = _may_exceed(b, i, j, iou_threshold)
     over = (_indexed_iou(b, b, i, j) > iou_threshold).nonzero().squeeze(1)
     i, j = i[over], j[over]
     # The greedy pass is sequential: it runs on the host over the suppressing pairs only, sorted
