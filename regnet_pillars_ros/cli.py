@@ -208,8 +208,8 @@ def add_backend_options(parser: argparse.ArgumentParser, allow_all: bool = False
                         help="torch, or onnxruntime (a .pth is exported to ONNX once and cached; an .onnx runs as is)"
                         + (", or all" if allow_all else "") + " (default torch)")
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
-                        help="fp32 (IEEE), or with the torch backend on CUDA: tf32 (cuDNN TF32 convolutions), "
-                        "fp16 or bf16 (autocast; the pillar encoder stays fp32) (default fp32)")
+                        help="fp32 (IEEE), or with the torch backend: tf32 (cuDNN TF32 convolutions) or fp16 on CUDA, "
+                        "bf16 on CUDA or CPU (autocast; the pillar encoder stays fp32) (default fp32)")
     parser.add_argument("--cuda-graph", action="store_true",
                         help="torch on CUDA: replay backbone, neck and head as one CUDA graph (captured on the first frame)")
 

@@ -36,7 +36,7 @@ PARAMS: tuple[Param, ...] = (
     Param("device", "auto", "Inference device (auto: CUDA when available)", True,
           choices=("auto", "cpu", "cuda")),
     Param("backend", "torch", "Inference backend", True, choices=BACKENDS),
-    Param("precision", "fp32", "Inference precision (tf32, fp16, bf16: torch backend on CUDA)", True,
+    Param("precision", "fp32", "Inference precision (torch backend: tf32 and fp16 on CUDA, bf16 on CUDA or CPU)", True,
           choices=PRECISIONS),
     Param("cuda_graph", False, "Replay backbone, neck and head as a CUDA graph (torch backend on CUDA)", True),
     Param("torch_threads", 0, "CPU threads torch may use; 0 = torch's default (one per core). Fewer "
