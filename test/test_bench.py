@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from regnet_pillars_ros.cli import main
 from regnet_pillars_ros.model import Detector
@@ -15,6 +16,7 @@ PRESET = "nus-secfpn"
 
 def test_tiny_bench_reports_every_field(tmp_path, capsys):
     json_path = tmp_path / "out" / "bench.json"
+    threads = torch.get_num_threads()
     code = main(["bench", "--preset", PRESET, "--device", "cpu", "--points", "3000", "--repeats", "2",
                  "--warmup", "0", "--threads", "1", "--json", str(json_path)])
     out = capsys.readouterr().out
@@ -22,6 +24,7 @@ def test_tiny_bench_reports_every_field(tmp_path, capsys):
     report = json.loads(json_path.read_text())
     env = report["environment"]
     assert env["torch_threads"] == 1 and env["cpu"] and env["device"] == "cpu"
+    assert torch.get_num_threads() == threads  # the process's setting is restored afterwards
     assert {"torch", "numpy", "python", "cpu_count"} <= set(env)
     assert report["cloud"]["points"] == 3000 and "placeholder weights" in report["weights_note"]
     (result,) = report["results"]

@@ -6,11 +6,13 @@ threads, memory and point / pillar counts next to the numbers. No rclpy.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import platform
 import resource
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -188,12 +190,22 @@ def environment(device: torch.device) -> dict[str, Any]:
     return env
 
 
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """torch's intra-op thread count set to `threads` (None: unchanged) for the block, then restored."""
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def run_bench(config: BenchConfig) -> dict[str, Any]:
     """Time every preset of `config` on one cloud; returns the JSON-ready report."""
-    if config.threads is not None:
-        if config.threads < 1:
-            raise ValueError(f"threads must be >= 1, got {config.threads}")
-        torch.set_num_threads(config.threads)
     if config.checkpoint is not None and len(config.presets) != 1:
         raise ValueError(f"a checkpoint fits one preset; got {len(config.presets)} presets")
     device = resolve_device(config.device)
@@ -201,14 +213,16 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
         cloud, origin = read_points(config.cloud), f"{config.cloud} (as given)"
     else:
         cloud, origin = make_cloud(config.num_points, config.seed)
-    results = []
-    for name in config.presets:
-        for backend in config.backends:
-            detector = Detector.from_preset(name, config.checkpoint or PLACEHOLDER, device=config.device, backend=backend,
-                                            precision=config.precision, cuda_graph=config.cuda_graph)
-            if config.score_threshold is not None:
-                detector.score_threshold = config.score_threshold
-            results.append(time_preset(detector, cloud, config.repeats, config.warmup))
+    with torch_threads(config.threads):
+        results = []
+        for name in config.presets:
+            for backend in config.backends:
+                detector = Detector.from_preset(name, config.checkpoint or PLACEHOLDER, device=config.device,
+                                                backend=backend, precision=config.precision, cuda_graph=config.cuda_graph)
+                if config.score_threshold is not None:
+                    detector.score_threshold = config.score_threshold
+                results.append(time_preset(detector, cloud, config.repeats, config.warmup))
+        environment_now = environment(device)
     note = (
         "seeded random placeholder weights: the network stages take the same time with any weights, "
         "decode+NMS grows with the boxes above the score threshold (see detections per frame; real weights "
@@ -218,7 +232,7 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
     return {
         "config": {**asdict(config), "cloud": str(config.cloud) if config.cloud else None,
                    "checkpoint": str(config.checkpoint) if config.checkpoint else None},
-        "environment": environment(device),
+        "environment": environment_now,
         "cloud": {"source": origin, "points": int(cloud.shape[0])},
         "weights_note": note,
         "results": [asdict(r) for r in results],
