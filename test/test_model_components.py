@@ -296,15 +296,21 @@ def test_voxelize_on_cuda_equals_cpu():
 def test_folding_batchnorm_keeps_the_outputs(name):
     from regnet_pillars_ros.model.network import fold_batchnorm
 
-    net = PointPillarsNet(get_preset(name))
+    preset = get_preset(name)
+    net = PointPillarsNet(preset)
     net.load_state_dict(random_state_dict(net, seed=2))
     net.eval()
-    bns = sum(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
-    folded = PointPillarsNet(get_preset(name))
+    bns = sum(isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)) for m in net.modules())
+    folded = PointPillarsNet(preset)
     folded.load_state_dict(net.state_dict())
     assert fold_batchnorm(folded.eval()) == bns
-    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert not any(isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)) for m in folded.modules())
     canvas = torch.rand(1, 64, *folded.grid_yx) * (torch.rand(1, 1, *folded.grid_yx) < 0.05)
+    points = torch.rand(20000, 4) * torch.tensor([80.0, 80.0, 4.0, 0.5]) - torch.tensor([40.0, 40.0, 3.0, 0.0])
+    pillars = voxelize(points, preset.point_cloud_range, preset.voxel_size, preset.max_num_points, preset.max_voxels)
     with torch.inference_mode():
         for a, b in zip(net.forward_canvas(canvas), folded.forward_canvas(canvas)):
             torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4 * float(a.abs().max()))
+        a = net.pts_voxel_encoder(*pillars.network_inputs())
+        b = folded.pts_voxel_encoder(*pillars.network_inputs())
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5 * float(a.abs().max()))

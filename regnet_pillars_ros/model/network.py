@@ -12,7 +12,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from .backbones import build_backbone
 from .head import Anchor3DHead
 from .necks import build_neck
-from .pillars import HardVFE, scatter_to_canvas
+from .pillars import HardVFE, VFELayer, scatter_to_canvas
 from .presets import Preset
 
 
@@ -43,12 +43,17 @@ class PointPillarsNet(nn.Module):
 
 
 def fold_batchnorm(module: nn.Module) -> int:
-    """Fold every eval-mode BatchNorm2d into the convolution before it, in place; returns the count.
+    """Fold every eval-mode BatchNorm2d into the convolution before it, and the pillar encoder's
+    BatchNorm1d into its linear layers, in place; returns the count.
 
     Inference only: y = BN(conv(x)) becomes conv'(x) with scaled weights and a bias, which saves
     one pass over every feature map. The BN becomes an Identity, so module names stay valid.
     """
     folded = 0
+    for layer in module.modules():
+        if isinstance(layer, VFELayer) and not isinstance(layer.norm, nn.Identity):
+            layer.fold()
+            folded += 1
     for parent in module.modules():
         children = list(parent.named_children())
         for (conv_name, conv), (bn_name, bn) in zip(children, children[1:]):

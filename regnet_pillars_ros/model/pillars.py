@@ -31,16 +31,31 @@ class VFELayer(nn.Module):
 
     def project(self, x: torch.Tensor, pooled: torch.Tensor | None = None, index: torch.Tensor | None = None) -> torch.Tensor:
         """linear(x), or linear([x, pooled[index]]) without building that [P, C_in] concatenation:
-        the pooled half of the weights is applied once per pillar and then gathered."""
+        the pooled half of the weights is applied once per pillar, gathered, and the point half
+        accumulated into that fresh tensor in place (no further [P, C] temporaries)."""
         if pooled is None:
             return self.linear(x)
         weight = self.linear.weight
         from_pooled = pooled @ weight[:, x.shape[1]:].t()
-        return x @ weight[:, : x.shape[1]].t() + (from_pooled if index is None else from_pooled[index])
+        if index is not None:
+            from_pooled = from_pooled[index]
+        return from_pooled.addmm_(x, weight[:, : x.shape[1]].t())
 
     def activate(self, projected: torch.Tensor) -> torch.Tensor:
-        """BatchNorm and ReLU of projected rows."""
+        """BatchNorm and ReLU of projected rows (in place on them once `fold` has run)."""
+        if isinstance(self.norm, nn.Identity):
+            return projected.add_(self.shift).relu_()
         return torch.relu(self.norm(projected))
+
+    @torch.no_grad()
+    def fold(self) -> None:
+        """Inference only: the eval-mode BatchNorm becomes a scale in the linear weights and a
+        per-channel shift, applied in place with the ReLU."""
+        norm = self.norm
+        scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+        self.linear.weight.mul_(scale[:, None])
+        self.register_buffer("shift", norm.bias - norm.running_mean * scale)
+        self.norm = nn.Identity()
 
 
 def segment_max(values: torch.Tensor, segment: torch.Tensor, num_segments: int) -> torch.Tensor:
