@@ -26,7 +26,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-
 def as_model_points(points: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, int]:
     """Validate a cloud and return (float32 [N, 4] x, y, z, dt with finite rows only, rows dropped).
 
@@ -120,9 +119,10 @@ class Detector:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         torch_device = resolve_device(device)
+        shipped = bundled_checkpoint(name)
         if checkpoint is None or str(checkpoint) == "":
-            checkpoint = bundled_checkpoint(name) or PLACEHOLDER
-        bundled = checkpoint == bundled_checkpoint(name)
+            checkpoint = shipped or PLACEHOLDER
+        bundled = shipped is not None and checkpoint == shipped
         if str(checkpoint).endswith(".onnx"):
             if backend != "onnxruntime":
                 raise ValueError(f"{checkpoint} is an ONNX file: use backend 'onnxruntime' (or give the .pth checkpoint)")

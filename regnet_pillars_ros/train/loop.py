@@ -162,15 +162,12 @@ def _batches(opts: TrainOptions, preset: Preset, rank: int, world: int) -> Itera
     return iter(DataLoader(data, batch_size=opts.batch_size, num_workers=opts.workers, collate_fn=list))
 
 
-def save(model: TrainModel, preset: Preset, path: Path, convention: str, iteration: int, fp16_storage: bool = False) -> Path:
-    state = type(model.net.state_dict())((k, v.detach().cpu().clone()) for k, v in model.net.state_dict().items())
-    return write_checkpoint(path, state, preset, convention, fp16_storage, iteration=iteration, note=NOTE)
-
-
 def save_run(model: TrainModel, opts: TrainOptions, preset: Preset, convention: str, rows: list[dict[str, float]]) -> None:
-    """latest.pth, losses.csv and loss.png of the run so far."""
+    """latest.pth (official format), losses.csv and loss.png of the run so far."""
     run_dir = Path(opts.run_dir)
-    save(model, preset, run_dir / "latest.pth", convention, int(rows[-1]["iteration"]), opts.fp16_storage)
+    state = type(model.net.state_dict())((k, v.detach().cpu().clone()) for k, v in model.net.state_dict().items())
+    write_checkpoint(run_dir / "latest.pth", state, preset, convention, opts.fp16_storage,
+                     iteration=int(rows[-1]["iteration"]), note=NOTE)
     write_log(rows, run_dir / "losses.csv")
     plot_losses(rows, run_dir / "loss.png")
 
