@@ -212,16 +212,24 @@ class Probe:
 
         def fresh():
             if self.diagnostics and stamp_ns_of(self.diagnostics[-1].header.stamp) > now:
-                return {kv.key: kv.value for kv in self.diagnostics[-1].status[0].values}
+                return self._last_report()
             return None
         return self.wait(fresh, "a diagnostics report")
+
+    def _last_report(self) -> dict[str, str]:
+        if not self.diagnostics:
+            return {}
+        return {kv.key: kv.value for kv in self.diagnostics[-1].status[0].values}
+
+    def latest_counters(self) -> dict[str, str]:
+        """Diagnostics values of the last report received so far (empty before the first)."""
+        with self._lock:
+            return self._last_report()
 
     def wait_counter(self, name: str, at_least: int) -> dict[str, str]:
         """Diagnostics values once counter ``name`` reached ``at_least``."""
         def reached():
-            if not self.diagnostics:
-                return None
-            values = {kv.key: kv.value for kv in self.diagnostics[-1].status[0].values}
+            values = self._last_report()
             return values if int(values.get(name, 0)) >= at_least else None
         return self.wait(reached, f"diagnostics counter {name} >= {at_least}")
 
