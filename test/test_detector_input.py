@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from regnet_pillars_ros.model import Detector
-from regnet_pillars_ros.model.detector import as_model_points, range_filter, resolve_device
+from regnet_pillars_ros.model.detector import as_model_points, resolve_device, usable_points
 
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "mmdet3d" / "nus-regnetx-400mf-secfpn-s11"
 pytestmark = pytest.mark.skipif(not FIXTURE.is_dir(), reason=f"fixture not found at {FIXTURE}")
@@ -65,10 +65,17 @@ def test_wrong_shape_or_dtype_raises_value_error(bad, message):
         as_model_points(bad)
 
 
-def test_range_filter_is_strict():
-    pts = torch.tensor([[-50.0, 0, 0, 0], [-49.99, 0, 0, 0], [0, 50.0, 0, 0], [0, 0, 3.0, 0], [0, 0, -4.99, 0]])
-    kept = range_filter(pts, (-50, -50, -5, 50, 50, 3))
-    torch.testing.assert_close(kept, pts[[1, 4]])
+def test_usable_points_are_finite_rows_strictly_inside_the_range_in_order():
+    inf, nan = float("inf"), float("nan")
+    pts = torch.tensor([[-50.0, 0, 0, 0], [-49.99, 0, 0, 0], [0, 50.0, 0, 0], [0, 0, 3.0, 0], [0, 0, -4.99, 0],
+                        [nan, 0, 0, 0], [1, 1, 1, inf], [2, 2, 2, 0.5]])
+    kept, nonfinite = usable_points(pts, (-50, -50, -5, 50, 50, 3))
+    torch.testing.assert_close(kept, pts[[1, 4, 7]])
+    assert int(nonfinite) == 2
+    five = torch.cat((pts[:, :3], torch.full((len(pts), 1), 9.0), pts[:, 3:]), dim=1).double()
+    kept5, nonfinite5 = usable_points(five, (-50, -50, -5, 50, 50, 3))  # intensity column dropped
+    assert kept5.dtype == torch.float32 and int(nonfinite5) == 2
+    torch.testing.assert_close(kept5, kept)
 
 
 def test_cuda_without_gpu_says_so():
