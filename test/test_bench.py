@@ -9,7 +9,7 @@ import torch
 
 from regnet_pillars_ros.cli import main
 from regnet_pillars_ros.model import Detector
-from regnet_pillars_ros.runtime.bench import COMPOSITE_CLOUD, STAGES, make_cloud, percentiles, time_preset
+from regnet_pillars_ros.runtime.bench import COMPOSITE_CLOUD, STAGES, make_cloud, network_gflop, percentiles, time_preset
 
 PRESET = "nus-secfpn"
 
@@ -42,6 +42,8 @@ def test_tiny_bench_reports_every_field(tmp_path, capsys):
     assert 0 < result["voxelize_share"] < 1 and 0 < result["nms_share"] < 1
     assert result["frame"]["points_in"] == 3000 and result["frame"]["pillars"] > 0
     assert result["memory_mib"]["cpu_peak_rss"] > 0
+    assert set(result["gflop"]) == {"encoder", "backbone", "neck", "head"}
+    assert f"| {sum(result['gflop'].values()):.1f} (" in out
     assert (tmp_path / "out" / "bench.md").read_text() in out  # the printed table is the written one
     assert f"| {PRESET} | torch fp32 | {result['frame']['points_in_range']} | {result['frame']['pillars']} |" in out
 
@@ -55,6 +57,23 @@ def test_bench_covers_every_backend(tmp_path, monkeypatch):
     assert (torch_run["backend"], ort_run["backend"]) == ("torch", "onnxruntime")
     assert ort_run["stages_ms"]["network"]["median"] > 0 and "backbone" not in ort_run["stages_ms"]
     assert ort_run["frame"] == torch_run["frame"]  # same cloud, same pillars, same detections count
+
+
+def test_gflop_count_follows_the_layers_and_the_pillars():
+    detector = Detector.from_preset(PRESET, "placeholder")
+    small, large = (make_cloud(n, source=None)[0] for n in (2000, 20000))
+    few, many = network_gflop(detector, small), network_gflop(detector, large)
+    # The canvas has a fixed size: backbone, neck and head cost the same on any cloud.
+    assert all(few[k] == many[k] > 0 for k in ("backbone", "neck", "head"))
+    assert 0 < few["encoder"] < many["encoder"]
+    # The head is three 1x1 convolutions per level: 2 * in * out multiply-adds per cell.
+    head = detector.net.pts_bbox_head
+    out_channels = sum(c.out_channels for c in (head.conv_cls, head.conv_reg, head.conv_dir_cls))
+    pillars, _ = detector.preprocess(large)
+    with torch.inference_mode():
+        levels = detector.net.forward_canvas(detector.net.encode(*pillars.network_inputs()))[::3]
+    cells = sum(m.shape[-2] * m.shape[-1] for m in levels)
+    assert few["head"] == pytest.approx(2 * head.conv_cls.in_channels * out_channels * cells / 1e9)
 
 
 @pytest.mark.parametrize("source", [COMPOSITE_CLOUD, None], ids=["real-composite", "synthetic"])

@@ -19,10 +19,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from ..model import Detector
 from ..model.bundled import PLACEHOLDER
 from ..model.detector import resolve_device
+from ..model.network import PointPillarsNet
 from ..pointfiles import read_points
 
 REALDATA = Path(__file__).resolve().parents[2].parent / "shared" / "realdata"
@@ -77,6 +79,7 @@ class PresetResult:
     box_convention: str
     weights: str
     samples_ms: dict[str, list[float]] = field(repr=False)
+    gflop: dict[str, float] = field(default_factory=dict)  # per network part, on this cloud
 
 
 def synthetic_scene(seed: int, sweeps: int = 10) -> np.ndarray:
@@ -159,7 +162,36 @@ def time_preset(detector: Detector, cloud: np.ndarray, repeats: int, warmup: int
         box_convention=detector.box_convention,
         weights=detector.source,
         samples_ms=samples,
+        gflop=network_gflop(detector, cloud),
     )
+
+
+NETWORK_PARTS = ("encoder", "backbone", "neck", "head")
+CANVAS_STAGES = ("backbone", "neck", "head", "network")  # the stages that run backbone+neck+head
+
+
+def network_gflop(detector: Detector, cloud: np.ndarray) -> dict[str, float]:
+    """GFLOP of the pillar encoder, backbone, neck and head for one frame of `cloud`.
+
+    Counted by torch's FlopCounterMode on an fp32 copy of the preset's network (the count is the
+    same for any weights, precision or backend; a CUDA graph replay would hide it from the counter).
+    """
+    net = PointPillarsNet(detector.preset).to(detector.device).eval()
+    pillars, _ = detector.preprocess(cloud)
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        net(*pillars.network_inputs())
+    counts = counter.get_flop_counts()  # keyed by module path from the network
+    attributes = ("pts_voxel_encoder", "pts_backbone", "pts_neck", "pts_bbox_head")
+    return {part: sum(counts.get(f"{type(net).__name__}.{attr}", {}).values()) / 1e9
+            for part, attr in zip(NETWORK_PARTS, attributes)}
+
+
+def canvas_gflop_per_s(result: dict) -> float | None:
+    """Achieved GFLOP/s of backbone + neck + head (median times), None when not measured."""
+    seconds = sum(result["stages_ms"][k]["median"] for k in CANVAS_STAGES if k in result["stages_ms"]) / 1e3
+    gflop = sum(result.get("gflop", {}).get(k, 0.0) for k in NETWORK_PARTS[1:])
+    return gflop / seconds if gflop and seconds else None
 
 
 def cpu_model() -> str:
@@ -255,8 +287,8 @@ def markdown_table(report: dict[str, Any]) -> str:
         "Times in ms, median / p90.",
         "",
         "| preset | backend | points in range | pillars | " + " | ".join(label for _, label in STAGES)
-        + " | fps | peak mem (MiB) | voxelize share | decode+NMS share | detections |",
-        "|---" * (len(STAGES) + 9) + "|",
+        + " | fps | peak mem (MiB) | voxelize share | decode+NMS share | detections | network GFLOP (backbone+neck+head GFLOP/s) |",
+        "|---" * (len(STAGES) + 10) + "|",
     ]
     for r in report["results"]:
         times = " | ".join(
@@ -265,9 +297,17 @@ def markdown_table(report: dict[str, Any]) -> str:
         memory = " / ".join(f"{v:.0f} ({k})" for k, v in r["memory_mib"].items())
         lines.append(
             f"| {r['preset']} | {variant(r)} | {r['frame']['points_in_range']} | {r['frame']['pillars']} | {times} | {r['fps']:.2f} "
-            f"| {memory} | {r['voxelize_share']:.1%} | {r['nms_share']:.1%} | {r['frame']['detections']} |"
+            f"| {memory} | {r['voxelize_share']:.1%} | {r['nms_share']:.1%} | {r['frame']['detections']} | {flops(r)} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def flops(result: dict) -> str:
+    """'104.2 (118)': GFLOP of the network on the frame and achieved GFLOP/s of backbone+neck+head."""
+    if not result.get("gflop"):
+        return "-"
+    rate = canvas_gflop_per_s(result)
+    return f"{sum(result['gflop'].values()):.1f}" + (f" ({rate:.0f})" if rate else "")
 
 
 def bar_chart(report: dict[str, Any], path: Path) -> bool:
