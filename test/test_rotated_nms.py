@@ -9,7 +9,7 @@ import pytest
 import torch
 from shapely.geometry import Polygon
 
-from regnet_pillars_ros.model.rotated_nms import (_greedy_keep, _indexed_iou, _may_exceed, benchmark, bev_box_corners,
+from regnet_pillars_ros.model.rotated_nms import (_candidate_pairs, _greedy_keep, _indexed_iou, benchmark, bev_box_corners,
                                                 nms_rotated_bev, rotated_iou_bev)
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "mmdet3d"
@@ -386,16 +386,19 @@ def test_benchmark_runs() -> None:
 
 
 @pytest.mark.parametrize("threshold", [0.0, 0.2, 0.5, 0.9])
-def test_iou_bound_keeps_every_pair_the_exact_iou_keeps(threshold: float) -> None:
+def test_candidate_pairs_hold_every_pair_the_exact_iou_keeps(threshold: float) -> None:
     gen = torch.Generator().manual_seed(3)
     n = 400
     xy = torch.rand(n, 2, generator=gen) * 20.0
     sizes = torch.rand(n, 2, generator=gen) ** 3 * 12.0  # small to huge, some nearly zero
     boxes = torch.cat((xy, sizes, torch.rand(n, 1, generator=gen) * 6.3), dim=1).double()
+    groups = torch.randint(0, 3, (n,), generator=gen)
     i, j = torch.triu_indices(n, n, offset=1)
-    kept_i, kept_j = _may_exceed(boxes, i, j, threshold)
-    exact = _indexed_iou(boxes, boxes, i, j) > threshold
+    kept_i, kept_j = _candidate_pairs(boxes, groups, threshold)
+    assert bool((kept_i < kept_j).all()) and bool((groups[kept_i] == groups[kept_j]).all())
+    exact = (_indexed_iou(boxes, boxes, i, j) > threshold) & (groups[i] == groups[j])
     kept = set(zip(kept_i.tolist(), kept_j.tolist()))
+    assert len(kept) == len(kept_i)  # no pair twice
     assert set(zip(i[exact].tolist(), j[exact].tolist())) <= kept
     if threshold > 0:  # and it spares the exact IoU most pairs (at 0 any overlap may count)
-        assert len(kept) < len(i) / 2
+        assert len(kept) < len(i) / 6
