@@ -127,8 +127,11 @@ class HardVFE(nn.Module):
 
 
 def scatter_to_canvas(features: torch.Tensor, coors: torch.Tensor, grid_yx: tuple[int, int]) -> torch.Tensor:
-    """PointPillarsScatter: features [M, C] at (z, y, x) cells -> canvas [1, C, ny, nx]."""
+    """PointPillarsScatter: features [M, C] at (z, y, x) cells -> canvas [1, C, ny, nx].
+
+    The canvas is stored channels-last: each pillar's features are one contiguous row, written
+    in one piece, and the convolutions that follow (channels-last by default) need no copy."""
     ny, nx = grid_yx
-    canvas = features.new_zeros((features.shape[1], ny * nx))
-    canvas[:, coors[:, 1] * nx + coors[:, 2]] = features.t()
-    return canvas.view(1, features.shape[1], ny, nx)
+    canvas = features.new_zeros((ny * nx, features.shape[1]))
+    canvas[coors[:, 1] * nx + coors[:, 2]] = features
+    return canvas.view(1, ny, nx, features.shape[1]).permute(0, 3, 1, 2)
