@@ -22,6 +22,7 @@ from .pointfiles import read_points
 from .runtime.backends import BACKENDS, PRECISIONS
 from .runtime.bench import DEFAULT_POINTS, BenchConfig, markdown_table, run_bench, write_report
 from .runtime.export import OPSET, export_onnx
+from .runtime.heap import keep_freed_memory
 
 PROG = "regnet-pillars"
 # Commands whose options their own tools parse: name -> (module with main(argv), summary, epilog).
@@ -351,6 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help (0) and usage errors (2)
         return exc.code if isinstance(exc.code, int) else 2
     args.extra_args = extra
+    keep_freed_memory()  # every command that runs the model reuses its frame buffers
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.run(args)

@@ -23,9 +23,9 @@ class SECOND(nn.Module):
         blocks = []
         c_in = in_channels
         for c_out, repeats, stride in zip(out_channels, layer_nums, layer_strides):
-            layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), bn2d(c_out), nn.ReLU()]
+            layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), bn2d(c_out), nn.ReLU(inplace=True)]
             for _ in range(repeats):
-                layers += [nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), bn2d(c_out), nn.ReLU()]
+                layers += [nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), bn2d(c_out), nn.ReLU(inplace=True)]
             blocks.append(nn.Sequential(*layers))
             c_in = c_out
         self.blocks = nn.ModuleList(blocks)
@@ -97,10 +97,11 @@ class RegNetBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
-        out = torch.relu(self.bn1(self.conv1(x)))
-        out = torch.relu(self.bn2(self.conv2(out)))
+        # In place on fresh outputs (as torchvision's blocks do): fewer large buffers per block.
+        out = self.bn1(self.conv1(x)).relu_()
+        out = self.bn2(self.conv2(out)).relu_()
         out = self.bn3(self.conv3(out))
-        return torch.relu(out + identity)
+        return out.add_(identity).relu_()
 
 
 class NoStemRegNet(nn.Module):

@@ -14,7 +14,7 @@ class SECONDFPN(nn.Module):
     def __init__(self, in_channels: list[int], out_channels: list[int], upsample_strides: list[int]):
         super().__init__()
         self.deblocks = nn.ModuleList(
-            nn.Sequential(nn.ConvTranspose2d(c_in, c_out, s, stride=s, bias=False), bn2d(c_out), nn.ReLU())
+            nn.Sequential(nn.ConvTranspose2d(c_in, c_out, s, stride=s, bias=False), bn2d(c_out), nn.ReLU(inplace=True))
             for c_in, c_out, s in zip(in_channels, out_channels, upsample_strides)
         )
 
@@ -31,7 +31,7 @@ class ConvBNReLU(nn.Module):
         self.bn = bn2d(c_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(self.bn(self.conv(x)))
+        return self.bn(self.conv(x)).relu_()
 
 
 class FPN(nn.Module):

@@ -33,6 +33,7 @@ from visualization_msgs.msg import MarkerArray
 from ..model import Detections, Detector
 from ..pipeline.frame import OutputFilter, SweepSettings, detect
 from ..pipeline.transforms import Transform, TransformError, transform_boxes
+from ..runtime.heap import keep_freed_memory
 from . import params as P
 from .cloud import CloudError, read_points
 from .diagnostics import Health
@@ -365,6 +366,7 @@ def ros_arguments(argv: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = ros_arguments(sys.argv[1:] if argv is None else argv)
+    keep_freed_memory()  # frames reuse their buffers instead of mapping them afresh
     rclpy.init(args=args)
     node = None
     try:
