@@ -58,10 +58,37 @@ class VFELayer(nn.Module):
         self.norm = nn.Identity()
 
 
+class _RowScatter(torch.autograd.Function):
+    """Exported as one ONNX ScatterND with a reduction over whole rows. The exporter's own
+    translation of scatter_reduce is a ScatterElements with a [P, C] index behind If nodes, which
+    onnxruntime's CPU provider runs ~40x slower (200 ms against 5 ms at 230k points)."""
+
+    @staticmethod
+    def forward(ctx, out: torch.Tensor, index: torch.Tensor, rows: torch.Tensor, reduction: str) -> torch.Tensor:
+        return _scatter_rows(out.clone(), index, rows, reduction)
+
+    @staticmethod
+    def symbolic(g, out, index, rows, reduction: str):
+        axes = g.op("Constant", value_t=torch.tensor([1]))
+        return g.op("ScatterND", out, g.op("Unsqueeze", index, axes), rows, reduction_s=reduction)
+
+
+def _scatter_rows(out: torch.Tensor, index: torch.Tensor, rows: torch.Tensor, reduction: str) -> torch.Tensor:
+    reduce = {"add": "sum", "max": "amax"}[reduction]
+    return out.scatter_reduce_(0, index.unsqueeze(1).expand_as(rows), rows, reduce=reduce)
+
+
+def scatter_rows(out: torch.Tensor, index: torch.Tensor, rows: torch.Tensor, reduction: str) -> torch.Tensor:
+    """`out[index[k]] = reduction(out[index[k]], rows[k])` for every row k ('add' or 'max'):
+    in place in torch, one row-wise ScatterND in an ONNX export."""
+    if torch.onnx.is_in_onnx_export():
+        return _RowScatter.apply(out, index, rows, reduction)
+    return _scatter_rows(out, index, rows, reduction)
+
+
 def segment_max(values: torch.Tensor, segment: torch.Tensor, num_segments: int) -> torch.Tensor:
     """Max of `values` [P, C] over rows that share `segment` [P] -> [num_segments, C]."""
-    out = values.new_full((num_segments, values.shape[1]), float("-inf"))
-    return out.scatter_reduce_(0, segment.unsqueeze(1).expand_as(values), values, reduce="amax")
+    return scatter_rows(values.new_full((num_segments, values.shape[1]), float("-inf")), segment, values, "max")
 
 
 class HardVFE(nn.Module):
@@ -89,8 +116,7 @@ class HardVFE(nn.Module):
     def augment(self, points: torch.Tensor, point_pillar: torch.Tensor, coors: torch.Tensor, num_points: torch.Tensor) -> torch.Tensor:
         """[P, 10] = x, y, z, dt, offsets to the pillar's point mean, offsets to the pillar centre."""
         xyz = points[:, :3]
-        # scatter_add rather than index_add: the ONNX exporter turns index_add into a plain overwrite.
-        sums = xyz.new_zeros((coors.shape[0], 3)).scatter_add_(0, point_pillar.unsqueeze(1).expand_as(xyz), xyz)
+        sums = scatter_rows(xyz.new_zeros((coors.shape[0], 3)), point_pillar, xyz, "add")
         mean = sums / num_points.to(xyz.dtype).unsqueeze(1)
         # mmdet3d's operation order (coor * size + offset), for float32 exactness.
         cell_xyz = coors.flip(1).to(xyz.dtype)[point_pillar]

@@ -20,7 +20,10 @@ from ..model.placeholder import synthetic_cloud
 from ..model.presets import Preset
 from ..model.voxelize import Pillars, voxelize
 
-OPSET = 18  # ScatterElements with reduction="max" (the pillar max) needs opset 18
+OPSET = 18  # ScatterND with reduction="max" (the pillar max) needs opset 18
+# Bumped whenever the exported graph changes, so that caches of older exports are not reused
+# (2: the pillar encoder's scatters became row-wise ScatterND).
+GRAPH_VERSION = 2
 INPUT_NAMES = ("points", "point_pillar", "coors", "num_points")
 
 
@@ -63,7 +66,7 @@ def export_onnx(net: PointPillarsNet, preset: Preset, convention: str, path: str
             input_names=list(INPUT_NAMES), output_names=names, dynamic_axes=dynamic,
         )
     model = onnx.load(str(path))
-    for key, value in {"preset": preset.name, "box_convention": convention, "opset": str(opset),
+    for key, value in {"preset": preset.name, "box_convention": convention, "opset": str(opset), "graph_version": str(GRAPH_VERSION),
                        "producer": "regnet_pillars_ros", "torch": torch.__version__}.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
@@ -101,7 +104,8 @@ def cached_export(net: PointPillarsNet, preset: Preset, convention: str) -> Path
     for key, value in net.state_dict().items():
         digest.update(key.encode())
         digest.update(value.detach().cpu().numpy().tobytes())
-    path = cache_dir() / "onnx" / f"{preset.name}-{convention}-opset{OPSET}-{digest.hexdigest()[:16]}.onnx"
+    name = f"{preset.name}-{convention}-opset{OPSET}-graph{GRAPH_VERSION}-{digest.hexdigest()[:16]}.onnx"
+    path = cache_dir() / "onnx" / name
     if not path.is_file():
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         export_onnx(net, preset, convention, tmp)
