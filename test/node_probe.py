@@ -155,7 +155,8 @@ class Probe:
                                            f"{NODE}/set_parameters_atomically")
         self.executor = SingleThreadedExecutor(context=context)
         self.executor.add_node(n)
-        self._spinner = threading.Thread(target=self.executor.spin, daemon=True)
+        self._stop = threading.Event()
+        self._spinner = threading.Thread(target=self._spin, daemon=True)
         self._spinner.start()
         self.tf_static_pub.publish(TFMessage(transforms=[
             transform("base_link", frame, 0, x=1.0) for frame in ("lidar", "lidar_top")]))
@@ -166,7 +167,16 @@ class Probe:
                 store.append(msg)
         return collect
 
+    def _spin(self) -> None:
+        # Our own loop rather than executor.spin(): that one, shut down from another thread
+        # around the context's shutdown, was once seen busy-looping in its wait and starving
+        # the test thread of the GIL for minutes.
+        while not self._stop.is_set():
+            self.executor.spin_once(timeout_sec=0.05)
+
     def close(self) -> None:
+        self._stop.set()
+        self._spinner.join(timeout=10)
         self.executor.shutdown()
         self.node.destroy_node()
 

@@ -178,25 +178,33 @@ def test_overload_keeps_memory_bounded_and_processes_the_newest_cloud(ctx):
     cloud_kib = big.nbytes // 1024
     for k in range(3):  # steady state first: past sweeps kept, buffers allocated
         probe.detect(big, T0 + 30 * SEC + k * SEC // 10)
-    before = probe.fresh_counters()
-    rss_before = node.rss_anon_kib()
 
-    def received() -> int:
-        return int(probe.latest_counters().get("frames_received", 0)) - int(
-            before.get("frames_received", 0))
+    def burst(start: int) -> tuple[list[int], dict[str, int], int]:
+        """~30 Hz, far faster than inference, until the node has taken 30 clouds (on a busy
+        machine best-effort DDS drops part of the stream before the node sees it, which is not
+        under test); returns the stamps, the counter deltas and the growth of private memory."""
+        before = probe.fresh_counters()
+        rss_before = node.rss_anon_kib()
 
-    # ~30 Hz, far faster than inference, until the node has taken 30 clouds: on a busy machine
-    # best-effort DDS drops part of the stream before the node sees it, which is not under test.
-    stamps: list[int] = []
-    while len(stamps) < 600 and (len(stamps) % 30 or received() < 30):
-        stamps.append(T0 + 31 * SEC + len(stamps) * SEC // 100)
-        probe.publish_cloud(big, stamps[-1])
-        time.sleep(1 / 30)
-    probe.result_for(stamps[-1])
-    rss_growth_kib = node.rss_anon_kib() - rss_before
-    values = probe.fresh_counters()
-    delta = {k: int(values.get(k, 0)) - int(before.get(k, 0))
-             for k in ("frames_received", "frames_processed", "frames_dropped")}
+        def received() -> int:
+            return int(probe.latest_counters().get("frames_received", 0)) - int(before.get("frames_received", 0))
+
+        stamps: list[int] = []
+        while len(stamps) < 600 and (len(stamps) % 30 or received() < 30):
+            stamps.append(start + len(stamps) * SEC // 100)
+            probe.publish_cloud(big, stamps[-1])
+            time.sleep(1 / 30)
+        probe.result_for(stamps[-1])
+        growth = node.rss_anon_kib() - rss_before
+        values = probe.fresh_counters()
+        delta = {k: int(values.get(k, 0)) - int(before.get(k, 0))
+                 for k in ("frames_received", "frames_processed", "frames_dropped")}
+        return stamps, delta, growth
+
+    # A first burst settles the heap: the node's allocator keeps freed frame buffers, and how
+    # clouds and tensors interleave in it may add up to about one frame's working set, once.
+    burst(T0 + 31 * SEC)
+    stamps, delta, rss_growth_kib = burst(T0 + 38 * SEC)
     with probe._lock:
         answered = [m for m in probe.objects if stamp_ns_of(m.header.stamp) in stamps]
     assert delta["frames_received"] >= 30, f"DDS delivered only {delta}: nothing to judge"
@@ -214,7 +222,7 @@ def test_a_failed_swap_keeps_the_old_model_serving(ctx):
     wrong = probe.set_parameters(atomically=True, preset=LYFT.name,
                                  checkpoint=str(ctx["ckpt"][NUS.name]))
     assert not wrong.successful and "does not fit" in wrong.reason
-    assert set(class_ids(probe.detect(scene(), T0 + 40 * SEC))) == {"car"}
+    assert set(class_ids(probe.detect(scene(), T0 + 46 * SEC))) == {"car"}
     assert probe.fresh_counters()["preset"] == NUS.name
 
 
