@@ -31,7 +31,7 @@ setup(
     entry_points={
         "console_scripts": [
             f"detector_node = {PACKAGE}.ros.node:main",
-            f"regnet-pillars = {PACKAGE}.cli:main",
+            f"regnet-pillars = {PACKAGE}.cli:console_main",
         ],
     },
 )

@@ -352,7 +352,6 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help (0) and usage errors (2)
         return exc.code if isinstance(exc.code, int) else 2
     args.extra_args = extra
-    keep_freed_memory()  # every command that runs the model reuses its frame buffers
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.run(args)
@@ -363,5 +362,12 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def console_main() -> int:
+    """The `regnet-pillars` command: a process of its own, so its frames may keep their freed
+    buffers in the heap (about 12% faster on a CPU); `main` leaves the calling process as it is."""
+    keep_freed_memory()
+    return main()
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(console_main())

@@ -15,7 +15,7 @@ from conftest import REPO
 
 PKG = "regnet_pillars_ros"
 SOURCES = ["package.xml", "setup.py", "setup.cfg", "resource", "launch", "config", PKG]
-SCRIPTS = {"detector_node": f"{PKG}.ros.node:main", "regnet-pillars": f"{PKG}.cli:main"}
+SCRIPTS = {"detector_node": f"{PKG}.ros.node:main", "regnet-pillars": f"{PKG}.cli:console_main"}
 
 
 def repo_files(folder: str, pattern: str) -> list[str]:

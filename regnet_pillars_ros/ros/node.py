@@ -85,6 +85,8 @@ class DetectorNode(Node):
             P.validate(spec.name, self._param(spec.name))
         if self._param("torch_threads"):
             torch.set_num_threads(self._param("torch_threads"))
+        if self._param("keep_freed_memory") and not keep_freed_memory():
+            self.get_logger().warning("keep_freed_memory: this C library has no glibc mallopt; left as is")
         self.health = Health()
         self._serve(self._load(self._param("preset"), self._param("checkpoint")))
         self._live: dict = {}
@@ -366,7 +368,6 @@ def ros_arguments(argv: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = ros_arguments(sys.argv[1:] if argv is None else argv)
-    keep_freed_memory()  # frames reuse their buffers instead of mapping them afresh
     rclpy.init(args=args)
     node = None
     try:

@@ -5,9 +5,8 @@ the kernel on free, so each frame's feature maps (up to 41 MB each) are mapped a
 page-faulted in on first touch. Keeping them in the heap instead lets the next frame reuse the
 same pages: about 12% off backbone and neck on a 2-core CPU (fp32 400MF-FPN: 270 -> 230 ms and
 345 -> 305 ms). The cost is that the process keeps its peak frame memory mapped between frames
-(plus, once, up to about a frame's worth more where other threads' allocations, such as the
-node's incoming clouds, interleave with the frame's). One arena for all threads, so that memory
-one thread freed serves the next allocation of any other.
+(and tens of MB more where other threads' allocations, such as a node's incoming clouds,
+interleave with the frame's: the detector node therefore sets it only when asked).
 """
 from __future__ import annotations
 
@@ -20,14 +19,12 @@ log = logging.getLogger(__name__)
 # mallopt parameters from glibc's malloc.h.
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
-M_ARENA_MAX = -8
 HEAP_LIMIT = 1 << 30  # allocations up to 1 GiB come from the heap, and freed memory stays there
 
 
 def keep_freed_memory() -> bool:
-    """Tell glibc to serve allocations up to 1 GiB from one heap shared by all threads and not
-    to trim it; returns whether it took every setting (False on other C libraries, which are
-    left as they are)."""
+    """Tell glibc to serve allocations up to 1 GiB from its heap and not to trim it; returns
+    whether it took both settings (False on other C libraries, which are left as they are)."""
     name = ctypes.util.find_library("c")
     try:
         mallopt = ctypes.CDLL(name).mallopt
@@ -35,5 +32,4 @@ def keep_freed_memory() -> bool:
         log.debug("no mallopt in the C library %s: malloc settings unchanged", name)
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-    return all(mallopt(param, value) for param, value in
-               ((M_ARENA_MAX, 1), (M_MMAP_THRESHOLD, HEAP_LIMIT), (M_TRIM_THRESHOLD, HEAP_LIMIT)))
+    return bool(mallopt(M_MMAP_THRESHOLD, HEAP_LIMIT)) and bool(mallopt(M_TRIM_THRESHOLD, HEAP_LIMIT))
