@@ -72,9 +72,9 @@ class TorchBackend:
 
     def __call__(self, inputs: NetworkInputs, stage: StageTimer = no_timing) -> list[torch.Tensor]:
         with stage("encoder"):
-            canvas = self.runner.encode(*inputs)
-            if self.channels_last:
-                canvas = canvas.contiguous(memory_format=torch.channels_last)
+            canvas = self.runner.encode(*inputs)  # written channels-last by the scatter
+            if not self.channels_last:
+                canvas = canvas.contiguous()
         if not self.cuda_graph:
             return self._network(canvas, stage)
         with stage("network"):
