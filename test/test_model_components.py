@@ -1,6 +1,7 @@
 """Model components against the spec and against plain reference implementations."""
 from __future__ import annotations
 
+import copy
 import json
 import math
 from pathlib import Path
@@ -183,18 +184,25 @@ def padded_vfe_reference(vfe: HardVFE, pillars, max_points: int) -> torch.Tensor
     raise AssertionError("unreachable")
 
 
+@pytest.mark.parametrize("folded", [False, True], ids=["batchnorm", "folded"])
 @pytest.mark.parametrize("name", ["nus-regnetx-400mf-fpn", "lyft-fpn"])
-def test_sparse_vfe_equals_padded_reference(name):
+def test_sparse_vfe_equals_padded_reference(name, folded):
+    """Folded, the last layer is pooled before its shift and ReLU (HardVFE._pool_then_activate)."""
+    from regnet_pillars_ros.model.network import fold_batchnorm
+
     p = get_preset(name)
     net = PointPillarsNet(p)
     net.load_state_dict(random_state_dict(net, seed=3))
     net.eval()
+    run = copy.deepcopy(net)
+    if folded:
+        fold_batchnorm(run)
     pts = random_cloud(np.random.default_rng(5), 3000, p.point_cloud_range, p.voxel_size)
     pts[:, :2] *= 0.05  # crowd points into few pillars so some are full
     pillars = voxelize(torch.from_numpy(pts), p.point_cloud_range, p.voxel_size, p.max_num_points, p.max_voxels)
     assert (pillars.num_points == p.max_num_points).any() and (pillars.num_points < p.max_num_points).any()
     with torch.inference_mode():
-        ours = net.pts_voxel_encoder(*pillars.network_inputs())
+        ours = run.pts_voxel_encoder(*pillars.network_inputs())
         ref = padded_vfe_reference(net.pts_voxel_encoder, pillars, p.max_num_points)
     torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
 

@@ -41,9 +41,14 @@ class VFELayer(nn.Module):
             from_pooled = from_pooled[index]
         return from_pooled.addmm_(x, weight[:, : x.shape[1]].t())
 
+    @property
+    def folded(self) -> bool:
+        """Whether `fold` has turned the BatchNorm into the weights and a shift."""
+        return isinstance(self.norm, nn.Identity)
+
     def activate(self, projected: torch.Tensor) -> torch.Tensor:
         """BatchNorm and ReLU of projected rows (in place on them once `fold` has run)."""
-        if isinstance(self.norm, nn.Identity):
+        if self.folded:
             return projected.add_(self.shift).relu_()
         return torch.relu(self.norm(projected))
 
@@ -134,16 +139,34 @@ class HardVFE(nn.Module):
         padding_rows)` replaces the plain BatchNorm + ReLU: training passes one whose statistics
         count every padded slot (the rows here hold each pillar's padding once).
         """
-        activate = activate or (lambda layer, x, pad: (layer.activate(x), layer.activate(pad)))
         x = self.augment(points, point_pillar, coors, num_points)
+        activate_rows = activate or (lambda layer, x, pad: (layer.activate(x), layer.activate(pad)))
         padded = (num_points < self.max_num_points).unsqueeze(1)
         # What a padded (all-zero) slot becomes after each layer: one row per pillar.
         pad = x.new_zeros((coors.shape[0], x.shape[1]))
         pooled = None
-        for layer in self.vfe_layers:
-            x, pad = activate(layer, layer.project(x, pooled, point_pillar), layer.project(pad, pooled))
+        *inner, last = self.vfe_layers
+        for layer in inner:
+            x, pad = activate_rows(layer, layer.project(x, pooled, point_pillar), layer.project(pad, pooled))
             pooled = self._pool(x, pad, point_pillar, padded)
-        return pooled
+        if last.folded and activate is None:
+            return self._pool_then_activate(last, x, pad, pooled, point_pillar, padded)
+        x, pad = activate_rows(last, last.project(x, pooled, point_pillar), last.project(pad, pooled))
+        return self._pool(x, pad, point_pillar, padded)
+
+    @staticmethod
+    def _pool_then_activate(layer: VFELayer, x: torch.Tensor, pad: torch.Tensor, pooled: torch.Tensor | None,
+                            point_pillar: torch.Tensor, padded: torch.Tensor) -> torch.Tensor:
+        """The last layer of a folded encoder, pooled before it is activated. Within a pillar and
+        channel, the pooled half of the projection plus the shift is one value b, and adding b
+        then ReLU is monotonic (rounding included), so max_k relu(a_k + b) == relu(max_k a_k + b).
+        Only the point half of the projection runs per point: no [P, C] gather of the pooled
+        half, no activation of every point row."""
+        weight = layer.linear.weight[:, : x.shape[1]]
+        top = HardVFE._pool(x @ weight.t(), pad @ weight.t(), point_pillar, padded)
+        if pooled is not None:
+            top.addmm_(pooled, layer.linear.weight[:, x.shape[1]:].t())
+        return top.add_(layer.shift).relu_()
 
     @staticmethod
     def _pool(x: torch.Tensor, pad: torch.Tensor, point_pillar: torch.Tensor, padded: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,7 @@ is checked against torch on a cloud other than the one it was traced with.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 import warnings
@@ -15,15 +16,16 @@ from pathlib import Path
 
 import torch
 
-from ..model.network import PointPillarsNet
+from ..model.network import PointPillarsNet, fold_batchnorm
 from ..model.placeholder import synthetic_cloud
 from ..model.presets import Preset
 from ..model.voxelize import Pillars, voxelize
 
 OPSET = 18  # ScatterND with reduction="max" (the pillar max) needs opset 18
 # Bumped whenever the exported graph changes, so that caches of older exports are not reused
-# (2: the pillar encoder's scatters became row-wise ScatterND).
-GRAPH_VERSION = 2
+# (2: the pillar encoder's scatters became row-wise ScatterND; 3: BatchNorm folded, the last
+# encoder layer pooled before its activation).
+GRAPH_VERSION = 3
 INPUT_NAMES = ("points", "point_pillar", "coors", "num_points")
 
 
@@ -50,19 +52,25 @@ def sample_pillars(preset: Preset, seed: int) -> Pillars:
 
 
 def export_onnx(net: PointPillarsNet, preset: Preset, convention: str, path: str | Path, opset: int = OPSET, tolerance: float = 1e-3) -> ExportReport:
-    """Export `net` to `path`, record metadata, and validate against torch (raises ValueError on mismatch)."""
+    """Export `net` to `path`, record metadata, and validate against torch (raises ValueError on mismatch).
+
+    The graph is that of a copy with BatchNorm folded (`fold_batchnorm`), which lets the pillar
+    encoder pool its last layer before activating it; validation compares it with `net` as given.
+    """
     import onnx
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     net = net.cpu().eval()
+    folded = copy.deepcopy(net)
+    fold_batchnorm(folded)
     trace = sample_pillars(preset, seed=0)
     dynamic = {"points": {0: "P"}, "point_pillar": {0: "P"}, "coors": {0: "M"}, "num_points": {0: "M"}}
     names = output_names(len(preset.anchors.scales))
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
         torch.onnx.export(
-            net, trace.network_inputs(), str(path), dynamo=False, opset_version=opset,
+            folded, trace.network_inputs(), str(path), dynamo=False, opset_version=opset,
             input_names=list(INPUT_NAMES), output_names=names, dynamic_axes=dynamic,
         )
     model = onnx.load(str(path))
