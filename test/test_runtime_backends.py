@@ -55,6 +55,7 @@ def assert_same_detections(got, ref, centre_tol=0.01, score_tol=1e-3):
 def test_export_records_preset_convention_and_opset(onnx_file):
     meta = read_metadata(onnx_file)
     assert meta["preset"] == PRESET and meta["box_convention"] == "v1" and meta["opset"] == str(OPSET)
+    assert meta["output_layout"] == "NHWC"  # the backend hands the maps on as NCHW views
 
 
 def test_onnxruntime_cpu_matches_torch(onnx_file, points, reference):

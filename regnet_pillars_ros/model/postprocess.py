@@ -52,17 +52,17 @@ def select_candidates(
 
     levels: per level the flattened (cls logits [n, K], deltas [n, code], dir logits [n, 2]).
     """
-    boxes, scores, dirs = [], [], []
+    kept: list[tuple[torch.Tensor, ...]] = []
     for (cls, reg, direction), level_anchors in zip(levels, anchors):
-        level_scores = cls.sigmoid()
-        dir_labels = torch.max(direction, dim=-1)[1]
-        if 0 < nms_pre < level_scores.shape[0]:
-            keep = level_scores.max(dim=1)[0].topk(nms_pre)[1]
-            level_scores, reg, dir_labels, level_anchors = level_scores[keep], reg[keep], dir_labels[keep], level_anchors[keep]
-        boxes.append(decode_boxes(level_anchors, reg))
-        scores.append(level_scores)
-        dirs.append(dir_labels)
-    return Candidates(torch.cat(boxes), torch.cat(scores), torch.cat(dirs))
+        if 0 < nms_pre < cls.shape[0]:
+            # sigmoid is monotonic, so the best class probability of a row is the sigmoid of its
+            # best logit (the same floats): only the kept rows need all their probabilities.
+            keep = cls.amax(dim=1).sigmoid_().topk(nms_pre)[1]
+            cls, reg, direction, level_anchors = cls[keep], reg[keep], direction[keep], level_anchors[keep]
+        kept.append((level_anchors, reg, cls.sigmoid(), direction))
+    # Decoded once for all levels: on a GPU every elementwise op is a kernel launch.
+    level_anchors, reg, scores, direction = (torch.cat(part) for part in zip(*kept))
+    return Candidates(decode_boxes(level_anchors, reg), scores, torch.max(direction, dim=-1)[1])
 
 
 def physical_bev(boxes: torch.Tensor, convention: str) -> torch.Tensor:

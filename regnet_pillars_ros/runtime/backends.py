@@ -164,14 +164,18 @@ class OnnxRuntimeBackend:
         self.on_gpu = device.type == "cuda" and self.providers[0] != "CPUExecutionProvider"
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
+        # Exports since graph version 3 return NHWC maps; they are handed on as NCHW views.
+        self.nhwc = self.session.get_modelmeta().custom_metadata_map.get("output_layout") == "NHWC"
 
     def __call__(self, inputs: NetworkInputs, stage: StageTimer = no_timing) -> list[torch.Tensor]:
         with stage("network"):
             if self.on_gpu:
-                return self._run_bound(inputs)
-            feed = {name: t.detach().cpu().numpy() for name, t in zip(self.input_names, inputs)}
-            outputs = self.session.run(self.output_names, feed)
-            return [torch.from_numpy(np.ascontiguousarray(o)).to(self.device) for o in outputs]
+                maps = self._run_bound(inputs)
+            else:
+                feed = {name: t.detach().cpu().numpy() for name, t in zip(self.input_names, inputs)}
+                outputs = self.session.run(self.output_names, feed)
+                maps = [torch.from_numpy(np.ascontiguousarray(o)).to(self.device) for o in outputs]
+        return [m.permute(0, 3, 1, 2) for m in maps] if self.nhwc else maps
 
     def _run_bound(self, inputs: NetworkInputs) -> list[torch.Tensor]:
         binding = self.session.io_binding()

@@ -24,8 +24,11 @@ from ..model.voxelize import Pillars, voxelize
 OPSET = 18  # ScatterND with reduction="max" (the pillar max) needs opset 18
 # Bumped whenever the exported graph changes, so that caches of older exports are not reused
 # (2: the pillar encoder's scatters became row-wise ScatterND; 3: BatchNorm folded, the last
-# encoder layer pooled before its activation).
+# encoder layer pooled before its activation, head maps returned NHWC).
 GRAPH_VERSION = 3
+# Layout of the exported head maps, recorded in the metadata ("output_layout"); exports without
+# it are NCHW. NHWC rows are the anchors' rows, so decoding reads them without a copy.
+OUTPUT_LAYOUT = "NHWC"
 INPUT_NAMES = ("points", "point_pillar", "coors", "num_points")
 
 
@@ -55,7 +58,8 @@ def export_onnx(net: PointPillarsNet, preset: Preset, convention: str, path: str
     """Export `net` to `path`, record metadata, and validate against torch (raises ValueError on mismatch).
 
     The graph is that of a copy with BatchNorm folded (`fold_batchnorm`), which lets the pillar
-    encoder pool its last layer before activating it; validation compares it with `net` as given.
+    encoder pool its last layer before activating it, and returns the head maps NHWC
+    (`OUTPUT_LAYOUT`); validation compares it with `net` as given.
     """
     import onnx
 
@@ -70,11 +74,12 @@ def export_onnx(net: PointPillarsNet, preset: Preset, convention: str, path: str
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
         torch.onnx.export(
-            folded, trace.network_inputs(), str(path), dynamo=False, opset_version=opset,
+            _NHWCMaps(folded), trace.network_inputs(), str(path), dynamo=False, opset_version=opset,
             input_names=list(INPUT_NAMES), output_names=names, dynamic_axes=dynamic,
         )
     model = onnx.load(str(path))
     for key, value in {"preset": preset.name, "box_convention": convention, "opset": str(opset), "graph_version": str(GRAPH_VERSION),
+                       "output_layout": OUTPUT_LAYOUT,
                        "producer": "regnet_pillars_ros", "torch": torch.__version__}.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
@@ -83,6 +88,17 @@ def export_onnx(net: PointPillarsNet, preset: Preset, convention: str, path: str
     if report.max_abs_diff > tolerance * max(1.0, report.max_abs_value):
         raise ValueError(f"ONNX export {path} differs from torch by {report.max_abs_diff:.3g} (tolerance {tolerance:g} relative)")
     return report
+
+
+class _NHWCMaps(torch.nn.Module):
+    """The network with its head maps permuted to NHWC, as exported."""
+
+    def __init__(self, net: PointPillarsNet):
+        super().__init__()
+        self.net = net
+
+    def forward(self, *pillars: torch.Tensor) -> list[torch.Tensor]:
+        return [m.permute(0, 2, 3, 1) for m in self.net(*pillars)]
 
 
 def validate(net: PointPillarsNet, preset: Preset, path: Path, opset: int) -> ExportReport:
