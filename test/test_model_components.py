@@ -15,7 +15,7 @@ from regnet_pillars_ros.model.backbones import regnet_stages
 from regnet_pillars_ros.model.checkpoint import random_state_dict
 from regnet_pillars_ros.model.head import decode_boxes, encode_boxes, level_anchors
 from regnet_pillars_ros.model.network import PointPillarsNet
-from regnet_pillars_ros.model.pillars import HardVFE
+from regnet_pillars_ros.model.pillars import HardVFE, pad_network_inputs
 from regnet_pillars_ros.model.postprocess import Candidates, PostprocessConfig, limit_period, multiclass_nms, physical_bev
 from regnet_pillars_ros.model.rotated_nms import nms_rotated_bev
 from regnet_pillars_ros.model.voxelize import voxelize
@@ -298,6 +298,52 @@ def test_voxelize_on_cuda_equals_cpu():
     for name in ("points", "point_pillar", "point_slot", "source_index", "coors", "num_points"):
         torch.testing.assert_close(getattr(gpu, name).cpu(), getattr(cpu, name), rtol=0, atol=0)
     assert gpu.overflow == cpu.overflow > 0
+
+
+@pytest.mark.parametrize("name", ["nus-regnetx-400mf-fpn", "lyft-secfpn"])
+def test_padded_inputs_give_the_same_canvas(name):
+    """What a CUDA graph replays: pillars padded to fixed sizes (`pad_network_inputs`); the
+    buffers hold a larger frame's rows first, which the padding must overwrite."""
+    from regnet_pillars_ros.model.network import fold_batchnorm
+
+    p = get_preset(name)
+    net = PointPillarsNet(p)
+    net.load_state_dict(random_state_dict(net, seed=4))
+    fold_batchnorm(net.eval())
+    cloud = torch.from_numpy(random_cloud(np.random.default_rng(8), 6000, p.point_cloud_range, p.voxel_size))
+    frames = [voxelize(c, p.point_cloud_range, p.voxel_size, p.max_num_points, p.max_voxels).network_inputs()
+              for c in (cloud, cloud[::3])]
+    big = frames[0]
+    buffers = (torch.randn(big[0].shape[0] + 100, 4), torch.zeros(big[0].shape[0] + 100, dtype=torch.long),
+               torch.zeros(big[2].shape[0] + 20, 3, dtype=torch.long), torch.zeros(big[2].shape[0] + 20, dtype=torch.long))
+    with torch.inference_mode():
+        for inputs in frames:
+            pad_network_inputs(inputs, buffers, net.grid_yx)
+            torch.testing.assert_close(net.encode(*buffers), net.encode(*inputs), rtol=1e-6, atol=1e-6)
+        with pytest.raises(ValueError, match="do not fit"):
+            pad_network_inputs(big, tuple(b[:-30] for b in buffers), net.grid_yx)
+
+
+def test_encoder_makes_no_tensor_from_host_data():
+    """A CUDA graph cannot capture a copy from host memory: the encoder's constants live on its device."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Recorder(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops: list[str] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    p = get_preset("nus-secfpn")
+    net = PointPillarsNet(p).eval()
+    cloud = torch.from_numpy(random_cloud(np.random.default_rng(9), 3000, p.point_cloud_range, p.voxel_size))
+    inputs = voxelize(cloud, p.point_cloud_range, p.voxel_size, p.max_num_points, p.max_voxels).network_inputs()
+    with torch.inference_mode(), Recorder() as recorder:
+        net.encode(*inputs)
+    assert len(recorder.ops) > 20 and not [op for op in recorder.ops if "lift_fresh" in op]
 
 
 @pytest.mark.parametrize("name", ["nus-regnetx-400mf-fpn", "lyft-secfpn"])

@@ -113,6 +113,8 @@ def test_torch_cuda_graph_matches_cpu(points, reference):
     for _ in range(2):  # the first frame captures, the second replays
         assert_same_detections(detector(points), reference)
     assert_same_detections(detector(points[::2].copy()), Detector.from_preset(PRESET, FIXTURE / "checkpoint.pth")(points[::2].copy()))
+    doubled = np.concatenate([points, points])  # more points than the graph has room for: captured anew
+    assert_same_detections(detector(doubled), Detector.from_preset(PRESET, FIXTURE / "checkpoint.pth")(doubled))
 
 
 @pytest.fixture(scope="module")

@@ -107,7 +107,7 @@ class Detector:
             'v0' or 'v1' overrides it.
         backend: 'torch' or 'onnxruntime' (a .pth is exported to ONNX once and cached).
         precision: 'fp32', or on CUDA with the torch backend 'tf32', 'fp16' or 'bf16'.
-        cuda_graph: replay backbone, neck and head as a CUDA graph (torch backend on CUDA).
+        cuda_graph: replay the network, pillar encoder to head maps, as a CUDA graph (torch backend on CUDA).
         """
         # The runtime layer builds on the model layer: imported here, not at module level.
         from ..runtime.backends import BACKENDS, OnnxRuntimeBackend, TorchBackend
@@ -148,7 +148,7 @@ class Detector:
         if box_convention != "auto":
             convention = box_convention
         if backend == "torch":
-            runner: "InferenceBackend" = TorchBackend(net, torch_device, precision, cuda_graph=cuda_graph)
+            runner: "InferenceBackend" = TorchBackend(net, torch_device, precision, cuda_graph=cuda_graph, max_pillars=preset.max_voxels)
         else:
             if precision != "fp32" or cuda_graph:
                 raise ValueError("the onnxruntime backend runs fp32 exports as they are; precision and cuda_graph "

@@ -116,6 +116,10 @@ class HardVFE(nn.Module):
         self.vfe_layers = nn.ModuleList(layers)
         self.voxel_size = tuple(float(v) for v in voxel_size)
         self.offset = tuple(v / 2 + lo for v, lo in zip(self.voxel_size, point_cloud_range[:3]))
+        # On the module's device, so a frame creates no tensor from host data (a CUDA graph
+        # cannot capture that copy); not in the state dict, whose keys are the checkpoints'.
+        self.register_buffer("cell_size", torch.tensor(self.voxel_size), persistent=False)
+        self.register_buffer("cell_offset", torch.tensor(self.offset), persistent=False)
         self.max_num_points = max_num_points
 
     def augment(self, points: torch.Tensor, point_pillar: torch.Tensor, coors: torch.Tensor, num_points: torch.Tensor) -> torch.Tensor:
@@ -125,7 +129,7 @@ class HardVFE(nn.Module):
         mean = sums / num_points.to(xyz.dtype).unsqueeze(1)
         # mmdet3d's operation order (coor * size + offset), for float32 exactness.
         cell_xyz = coors.flip(1).to(xyz.dtype)[point_pillar]
-        centre = cell_xyz * xyz.new_tensor(self.voxel_size) + xyz.new_tensor(self.offset)
+        centre = cell_xyz * self.cell_size + self.cell_offset
         return torch.cat([points, xyz - mean[point_pillar], xyz - centre], dim=1)
 
     def forward(
@@ -179,8 +183,33 @@ def scatter_to_canvas(features: torch.Tensor, coors: torch.Tensor, grid_yx: tupl
     """PointPillarsScatter: features [M, C] at (z, y, x) cells -> canvas [1, C, ny, nx].
 
     The canvas is stored channels-last: each pillar's features are one contiguous row, written
-    in one piece, and the convolutions that follow (channels-last by default) need no copy."""
+    in one piece, and the convolutions that follow (channels-last by default) need no copy.
+    A pillar at (0, ny, 0), one row past the grid, lands on a spare row after the canvas: that
+    is where the padding pillars of fixed-size inputs go (`pad_network_inputs`)."""
     ny, nx = grid_yx
-    canvas = features.new_zeros((ny * nx, features.shape[1]))
+    canvas = features.new_zeros((ny * nx + 1, features.shape[1]))
     canvas[coors[:, 1] * nx + coors[:, 2]] = features
-    return canvas.view(1, ny, nx, features.shape[1]).permute(0, 3, 1, 2)
+    return canvas[: ny * nx].view(1, ny, nx, features.shape[1]).permute(0, 3, 1, 2)
+
+
+def pad_network_inputs(inputs: tuple[torch.Tensor, ...], out: tuple[torch.Tensor, ...], grid_yx: tuple[int, int]) -> None:
+    """Copy pillar inputs (points, point_pillar, coors, num_points) into the larger fixed-size
+    buffers `out` and fill the rest with padding that leaves the canvas unchanged: the padded
+    points are zeros in the last pillar, and every padded pillar holds one point's worth and sits
+    at (0, ny, 0), which `scatter_to_canvas` writes to its spare row. Fixed sizes let a CUDA graph
+    replay the pillar encoder; `out` needs at least as many points and one more pillar."""
+    points, point_pillar, coors, num_points = inputs
+    out_points, out_pillar, out_coors, out_num = out
+    p, m = points.shape[0], coors.shape[0]
+    if p > out_points.shape[0] or m >= out_coors.shape[0]:
+        raise ValueError(f"{p} points in {m} pillars do not fit buffers for {out_points.shape[0]} points in "
+                         f"{out_coors.shape[0] - 1} pillars")
+    out_points[:p].copy_(points)
+    out_points[p:].zero_()
+    out_pillar[:p].copy_(point_pillar)
+    out_pillar[p:].fill_(out_coors.shape[0] - 1)
+    out_coors[:m].copy_(coors)
+    out_coors[m:].zero_()
+    out_coors[m:, 1].fill_(grid_yx[0])
+    out_num[:m].copy_(num_points)
+    out_num[m:].fill_(1)
