@@ -385,8 +385,9 @@ def test_benchmark_runs() -> None:
     assert set(result) == {50} and result[50] > 0
 
 
+@pytest.mark.parametrize("dense", [False, True], ids=["sweep", "dense"])
 @pytest.mark.parametrize("threshold", [0.0, 0.2, 0.5, 0.9])
-def test_candidate_pairs_hold_every_pair_the_exact_iou_keeps(threshold: float) -> None:
+def test_candidate_pairs_hold_every_pair_the_exact_iou_keeps(threshold: float, dense: bool) -> None:
     gen = torch.Generator().manual_seed(3)
     n = 400
     xy = torch.rand(n, 2, generator=gen) * 20.0
@@ -394,7 +395,7 @@ def test_candidate_pairs_hold_every_pair_the_exact_iou_keeps(threshold: float) -
     boxes = torch.cat((xy, sizes, torch.rand(n, 1, generator=gen) * 6.3), dim=1).double()
     groups = torch.randint(0, 3, (n,), generator=gen)
     i, j = torch.triu_indices(n, n, offset=1)
-    kept_i, kept_j = _candidate_pairs(boxes, groups, threshold)
+    kept_i, kept_j = _candidate_pairs(boxes, groups, threshold, dense=dense)
     assert bool((kept_i < kept_j).all()) and bool((groups[kept_i] == groups[kept_j]).all())
     exact = (_indexed_iou(boxes, boxes, i, j) > threshold) & (groups[i] == groups[j])
     kept = set(zip(kept_i.tolist(), kept_j.tolist()))

@@ -24,6 +24,9 @@ _CPU_PAIR_BATCH = 8192
 # Pairs per slice when the sweep expands its runs on the CPU: the ~25 cheap ops of the IoU bound
 # per slice favour larger slices (a 250k-point frame's 570k run pairs: 45 ms at 8192, 25 ms here).
 _CPU_SWEEP_BATCH = 65536
+# Up to this many boxes a GPU checks every pair with the IoU bound instead of sweeping (at most
+# 8M pairs): about 20 kernel launches and no host synchronisation fewer than the sweep.
+_DENSE_PAIRS_MAX_BOXES = 4096
 # Vectorized rounds of the greedy pass before its sequential remainder (see ``_greedy_keep``).
 _GREEDY_ROUNDS = 8
 
@@ -126,18 +129,19 @@ def _may_overlap(a: Tensor, b: Tensor) -> Tensor:
     return gap.all(dim=2)
 
 
-def _candidate_pairs(boxes: Tensor, groups: Tensor, iou_threshold: float) -> tuple[Tensor, Tensor]:
+def _candidate_pairs(boxes: Tensor, groups: Tensor, iou_threshold: float, dense: bool | None = None) -> tuple[Tensor, Tensor]:
     """Index pairs ``i < j`` of ``boxes`` in the same group whose IoU may exceed ``iou_threshold``.
 
-    A sweep instead of an N x N mask: along the axis where the centres spread most, sort the
-    boxes' extents [c - w, c + w] by their start; the boxes whose extent overlaps box k's and
-    starts after it are then the contiguous run up to the first start > c_k + w_k. Only those
-    runs are expanded into pairs, and each pair is kept when it is in one group and a cheap upper
-    bound of its IoU reaches the threshold: the intersection is at most that of the (enlarged)
-    axis-aligned bounding boxes and at most the smaller area. The bound errs high by a margin far
-    above rounding, so no pair the exact IoU would keep is dropped; for detector output it leaves
-    a few percent of the pairs, and it is applied slice by slice so that the runs' pairs never
-    exist all at once on the CPU.
+    Each pair is kept when a cheap upper bound of its IoU reaches the threshold: the intersection
+    is at most that of the (enlarged) axis-aligned bounding boxes and at most the smaller area.
+    The bound errs high by a margin far above rounding, so no pair the exact IoU would keep is
+    dropped; for detector output it leaves a few percent of the pairs. ``dense`` bounds every
+    pair (the default on GPUs for up to ``_DENSE_PAIRS_MAX_BOXES`` boxes). Otherwise a sweep
+    visits only the pairs whose extents overlap along the axis where the centres spread most:
+    with the boxes' extents [c - w, c + w] on that axis sorted by their start, the boxes whose
+    extent overlaps box k's and starts after it are the contiguous run up to the first start
+    > c_k + w_k. Only those runs are expanded into pairs and bounded, slice by slice on the CPU
+    so that the runs' pairs never exist all at once.
     Each group's extents are shifted along the sweep axis past the previous group's so that
     groups share no run; the shift only prunes, the group test decides. Adding one shift to both
     ends of every extent in a group is monotone in float64, so two extents that overlap still do
@@ -152,6 +156,21 @@ def _candidate_pairs(boxes: Tensor, groups: Tensor, iou_threshold: float) -> tup
     width, other_width = torch.where(swap, span.flip(1), span).unbind(1)
     lo, hi = centre - width, centre + width
     other_lo, other_hi = other - other_width, other + other_width
+
+    def close_pairs(i: Tensor, j: Tensor) -> tuple[Tensor, Tensor]:
+        # Overlap of the bounding boxes along each axis (<= 0: apart on that axis).
+        along = torch.minimum(hi[i], hi[j]) - torch.maximum(lo[i], lo[j])
+        across = torch.minimum(other_hi[i], other_hi[j]) - torch.maximum(other_lo[i], other_lo[j])
+        inter = torch.minimum(along.clamp_(min=0) * across.clamp_(min=0), torch.minimum(area[i], area[j]))
+        bound = inter / (area[i] + area[j] - inter)
+        close = (across > 0) & (groups[i] == groups[j]) & (bound >= iou_threshold - 1e-9)
+        close = close.nonzero().squeeze(1)  # one sync for both sides
+        return i[close], j[close]
+
+    if dense is None:
+        dense = boxes.device.type != "cpu" and n <= _DENSE_PAIRS_MAX_BOXES
+    if dense:
+        return close_pairs(*torch.triu_indices(n, n, offset=1, device=boxes.device))
     gap = (hi.amax() - lo.amin()).nan_to_num(nan=0.0, posinf=0.0, neginf=0.0)
     shift = groups * (gap + 1.0)
     start, order = torch.sort(lo + shift)
@@ -168,15 +187,7 @@ def _candidate_pairs(boxes: Tensor, groups: Tensor, iou_threshold: float) -> tup
     for a, b in zip(cuts[:-1], cuts[1:]):
         rows = torch.repeat_interleave(rank[a:b], counts[a:b])
         cols = rows + 1 + torch.arange(rows.shape[0], device=boxes.device) + (ends[a] - counts[a]) - (ends - counts)[rows]
-        i, j = order[rows], order[cols]
-        # Overlap of the bounding boxes along each axis (<= 0: apart on that axis).
-        along = torch.minimum(hi[i], hi[j]) - torch.maximum(lo[i], lo[j])
-        across = torch.minimum(other_hi[i], other_hi[j]) - torch.maximum(other_lo[i], other_lo[j])
-        inter = torch.minimum(along.clamp_(min=0) * across.clamp_(min=0), torch.minimum(area[i], area[j]))
-        bound = inter / (area[i] + area[j] - inter)
-        close = (across > 0) & (groups[i] == groups[j]) & (bound >= iou_threshold - 1e-9)
-        close = close.nonzero().squeeze(1)  # one sync for both sides
-        pairs.append((i[close], j[close]))
+        pairs.append(close_pairs(order[rows], order[cols]))
     i, j = (torch.cat(side) for side in zip(*pairs))
     return torch.minimum(i, j), torch.maximum(i, j)
 
@@ -200,7 +211,8 @@ def nms_rotated_bev(boxes: Tensor, scores: Tensor, iou_threshold: float, groups:
     suppressed when its IoU with an already kept box of the same group (``groups [N]`` int64, e.g.
     class labels; one group if None) is strictly greater than ``iou_threshold``. Per group the
     result is that of a separate call on the group's boxes (batched NMS in one pass).
-    Host synchronisations on a GPU: four for a threshold >= 0, whatever the number of groups.
+    Host synchronisations on a GPU for a threshold >= 0, whatever the number of groups: three
+    for up to ``_DENSE_PAIRS_MAX_BOXES`` boxes, four above.
     """
     n = boxes.shape[0]
     if n == 0:
