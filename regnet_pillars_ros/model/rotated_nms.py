@@ -156,21 +156,24 @@ def _candidate_pairs(boxes: Tensor, groups: Tensor, iou_threshold: float, dense:
     width, other_width = torch.where(swap, span.flip(1), span).unbind(1)
     lo, hi = centre - width, centre + width
     other_lo, other_hi = other - other_width, other + other_width
+    # One row per box, so that a pair costs two row gathers (group ids are exact in float64).
+    table = torch.stack((lo, hi, other_lo, other_hi, area, groups.to(boxes.dtype)), dim=1)
 
-    def close_pairs(i: Tensor, j: Tensor) -> tuple[Tensor, Tensor]:
+    def close_pairs(table: Tensor, i: Tensor, j: Tensor) -> tuple[Tensor, Tensor]:
+        a, b = table[i].unbind(1), table[j].unbind(1)
         # Overlap of the bounding boxes along each axis (<= 0: apart on that axis).
-        along = torch.minimum(hi[i], hi[j]) - torch.maximum(lo[i], lo[j])
-        across = torch.minimum(other_hi[i], other_hi[j]) - torch.maximum(other_lo[i], other_lo[j])
-        inter = torch.minimum(along.clamp_(min=0) * across.clamp_(min=0), torch.minimum(area[i], area[j]))
-        bound = inter / (area[i] + area[j] - inter)
-        close = (across > 0) & (groups[i] == groups[j]) & (bound >= iou_threshold - 1e-9)
+        along = torch.minimum(a[1], b[1]) - torch.maximum(a[0], b[0])
+        across = torch.minimum(a[3], b[3]) - torch.maximum(a[2], b[2])
+        inter = torch.minimum(along.clamp_(min=0) * across.clamp_(min=0), torch.minimum(a[4], b[4]))
+        bound = inter / (a[4] + b[4] - inter)
+        close = (across > 0) & (a[5] == b[5]) & (bound >= iou_threshold - 1e-9)
         close = close.nonzero().squeeze(1)  # one sync for both sides
         return i[close], j[close]
 
     if dense is None:
         dense = boxes.device.type != "cpu" and n <= _DENSE_PAIRS_MAX_BOXES
     if dense:
-        return close_pairs(*torch.triu_indices(n, n, offset=1, device=boxes.device))
+        return close_pairs(table, *torch.triu_indices(n, n, offset=1, device=boxes.device))
     gap = (hi.amax() - lo.amin()).nan_to_num(nan=0.0, posinf=0.0, neginf=0.0)
     shift = groups * (gap + 1.0)
     start, order = torch.sort(lo + shift)
@@ -184,11 +187,12 @@ def _candidate_pairs(boxes: Tensor, groups: Tensor, iou_threshold: float, dense:
         marks = torch.arange(_CPU_SWEEP_BATCH, max(int(ends[-1]), _CPU_SWEEP_BATCH), _CPU_SWEEP_BATCH)
         cuts[1:1] = torch.searchsorted(ends, marks).tolist()
     pairs = []
+    sorted_table = table[order]  # rows and cols below are positions in the sweep's order
     for a, b in zip(cuts[:-1], cuts[1:]):
         rows = torch.repeat_interleave(rank[a:b], counts[a:b])
         cols = rows + 1 + torch.arange(rows.shape[0], device=boxes.device) + (ends[a] - counts[a]) - (ends - counts)[rows]
-        pairs.append(close_pairs(order[rows], order[cols]))
-    i, j = (torch.cat(side) for side in zip(*pairs))
+        pairs.append(close_pairs(sorted_table, rows, cols))
+    i, j = (order[torch.cat(side)] for side in zip(*pairs))
     return torch.minimum(i, j), torch.maximum(i, j)
 
 
