@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import Odometry
+import numpy as np
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 SetParametersResult)
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
@@ -88,6 +89,7 @@ class DetectorNode(Node):
         if self._param("keep_freed_memory") and not keep_freed_memory():
             self.get_logger().warning("keep_freed_memory: this C library has no glibc mallopt; left as is")
         self.health = Health()
+        self._last_cloud: np.ndarray | None = None  # a model swap warms the new model on it
         self._serve(self._load(self._param("preset"), self._param("checkpoint")))
         self._live: dict = {}
         self._apply_live({s.name: self._param(s.name) for s in P.PARAMS if not s.read_only},
@@ -134,7 +136,7 @@ class DetectorNode(Node):
                                         backend=self._param("backend"),
                                         precision=self._param("precision"),
                                         cuda_graph=self._param("cuda_graph"))
-        detector.warmup()
+        detector.warmup(self._last_cloud)
         self.get_logger().info(
             f"model ready: {preset} ({detector.source}), box convention "
             f"{detector.box_convention}, {detector.backend.name} on {detector.device}, "
@@ -289,6 +291,7 @@ class DetectorNode(Node):
             self.health.count("clouds_empty")
         stamp = stamp_ns(msg.header.stamp)
         stacked = self._sweeps.add(xyz, stamp, self._ego_pose(msg.header.frame_id, stamp))
+        self._last_cloud = stacked.points
         if stacked.ego_motion_missing:
             self.health.count("ego_motion_missing")
         live = self._live
