@@ -29,9 +29,11 @@ class PointPillarsNet(nn.Module):
             preset.head_channels, preset.anchors.num_per_location, preset.num_classes, preset.box_code_size
         )
 
-    def encode(self, points: torch.Tensor, point_pillar: torch.Tensor, coors: torch.Tensor, num_points: torch.Tensor) -> torch.Tensor:
-        """Kept points of M pillars (see `Pillars`) -> BEV canvas [1, 64, ny, nx]."""
-        return scatter_to_canvas(self.pts_voxel_encoder(points, point_pillar, coors, num_points), coors, self.grid_yx)
+    def encode(self, points: torch.Tensor, point_pillar: torch.Tensor, coors: torch.Tensor, num_points: torch.Tensor,
+               padded: bool = False) -> torch.Tensor:
+        """Kept points of M pillars (see `Pillars`), or `padded` ones (`pad_network_inputs`) -> BEV canvas [1, 64, ny, nx]."""
+        features = self.pts_voxel_encoder(points, point_pillar, coors, num_points)
+        return scatter_to_canvas(features, coors, self.grid_yx, spare_row=padded)
 
     def forward_canvas(self, canvas: torch.Tensor) -> list[torch.Tensor]:
         """Canvas -> raw head maps, level after level: cls [1, A*K, H, W], reg, dir."""

@@ -179,25 +179,29 @@ class HardVFE(nn.Module):
         return torch.where(padded, torch.maximum(pooled, pad), pooled)
 
 
-def scatter_to_canvas(features: torch.Tensor, coors: torch.Tensor, grid_yx: tuple[int, int]) -> torch.Tensor:
+def scatter_to_canvas(features: torch.Tensor, coors: torch.Tensor, grid_yx: tuple[int, int], spare_row: bool = False) -> torch.Tensor:
     """PointPillarsScatter: features [M, C] at (z, y, x) cells -> canvas [1, C, ny, nx].
 
     The canvas is stored channels-last: each pillar's features are one contiguous row, written
     in one piece, and the convolutions that follow (channels-last by default) need no copy.
-    A pillar at (0, ny, 0), one row past the grid, lands on a spare row after the canvas: that
-    is where the padding pillars of fixed-size inputs go (`pad_network_inputs`)."""
+    With `spare_row`, a pillar at (0, ny, 0), one row past the grid, lands on a spare row after
+    the canvas: that is where the padding pillars of fixed-size inputs go (`pad_network_inputs`).
+    (Not by default: an ONNX runtime would copy the canvas to drop that row.)"""
     ny, nx = grid_yx
-    canvas = features.new_zeros((ny * nx + 1, features.shape[1]))
+    canvas = features.new_zeros((ny * nx + int(spare_row), features.shape[1]))
     canvas[coors[:, 1] * nx + coors[:, 2]] = features
-    return canvas[: ny * nx].view(1, ny, nx, features.shape[1]).permute(0, 3, 1, 2)
+    if spare_row:
+        canvas = canvas[: ny * nx]
+    return canvas.view(1, ny, nx, features.shape[1]).permute(0, 3, 1, 2)
 
 
 def pad_network_inputs(inputs: tuple[torch.Tensor, ...], out: tuple[torch.Tensor, ...], grid_yx: tuple[int, int]) -> None:
     """Copy pillar inputs (points, point_pillar, coors, num_points) into the larger fixed-size
     buffers `out` and fill the rest with padding that leaves the canvas unchanged: the padded
     points are zeros in the last pillar, and every padded pillar holds one point's worth and sits
-    at (0, ny, 0), which `scatter_to_canvas` writes to its spare row. Fixed sizes let a CUDA graph
-    replay the pillar encoder; `out` needs at least as many points and one more pillar."""
+    at (0, ny, 0), which `scatter_to_canvas(..., spare_row=True)` writes to its spare row. Fixed
+    sizes let a CUDA graph replay the pillar encoder; `out` needs at least as many points and one
+    more pillar."""
     points, point_pillar, coors, num_points = inputs
     out_points, out_pillar, out_coors, out_num = out
     p, m = points.shape[0], coors.shape[0]

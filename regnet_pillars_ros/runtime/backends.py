@@ -79,17 +79,17 @@ class TorchBackend:
             with stage("network"):
                 if self._graph is None or not self._graph.fits(inputs):
                     self._graph = None  # free the old graph's memory before the new capture
-                    self._graph = _CapturedNetwork(self._forward, inputs, self.max_pillars, self.runner.grid_yx)
+                    self._graph = _CapturedNetwork(self._forward_padded, inputs, self.max_pillars, self.runner.grid_yx)
                 return self._graph(inputs)
         with stage("encoder"):
             canvas = self._encode(inputs)
         return self._network(canvas, stage)
 
-    def _forward(self, inputs: NetworkInputs) -> list[torch.Tensor]:
-        return self._network(self._encode(inputs))
+    def _forward_padded(self, inputs: NetworkInputs) -> list[torch.Tensor]:
+        return self._network(self._encode(inputs, padded=True))
 
-    def _encode(self, inputs: NetworkInputs) -> torch.Tensor:
-        canvas = self.runner.encode(*inputs)  # written channels-last by the scatter
+    def _encode(self, inputs: NetworkInputs, padded: bool = False) -> torch.Tensor:
+        canvas = self.runner.encode(*inputs, padded=padded)  # written channels-last by the scatter
         return canvas if self.channels_last else canvas.contiguous()
 
     def _network(self, canvas: torch.Tensor, stage: StageTimer = no_timing) -> list[torch.Tensor]:
