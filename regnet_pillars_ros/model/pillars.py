@@ -195,13 +195,18 @@ def scatter_to_canvas(features: torch.Tensor, coors: torch.Tensor, grid_yx: tupl
     return canvas.view(1, ny, nx, features.shape[1]).permute(0, 3, 1, 2)
 
 
+# Padded points are dealt over this many padded pillars: on a GPU, scattering them all into one
+# pillar would serialise on that pillar's atomics.
+PAD_SPREAD = 256
+
+
 def pad_network_inputs(inputs: tuple[torch.Tensor, ...], out: tuple[torch.Tensor, ...], grid_yx: tuple[int, int]) -> None:
     """Copy pillar inputs (points, point_pillar, coors, num_points) into the larger fixed-size
     buffers `out` and fill the rest with padding that leaves the canvas unchanged: the padded
-    points are zeros in the last pillar, and every padded pillar holds one point's worth and sits
-    at (0, ny, 0), which `scatter_to_canvas(..., spare_row=True)` writes to its spare row. Fixed
-    sizes let a CUDA graph replay the pillar encoder; `out` needs at least as many points and one
-    more pillar."""
+    points are zeros dealt over the last (up to `PAD_SPREAD`) pillars, and every padded pillar
+    holds one point's worth and sits at (0, ny, 0), which `scatter_to_canvas(..., spare_row=True)`
+    writes to its spare row. Fixed sizes let a CUDA graph replay the pillar encoder; `out` needs
+    at least as many points and one more pillar."""
     points, point_pillar, coors, num_points = inputs
     out_points, out_pillar, out_coors, out_num = out
     p, m = points.shape[0], coors.shape[0]
@@ -211,7 +216,8 @@ def pad_network_inputs(inputs: tuple[torch.Tensor, ...], out: tuple[torch.Tensor
     out_points[:p].copy_(points)
     out_points[p:].zero_()
     out_pillar[:p].copy_(point_pillar)
-    out_pillar[p:].fill_(out_coors.shape[0] - 1)
+    spread = min(PAD_SPREAD, out_coors.shape[0] - m)
+    out_pillar[p:] = out_coors.shape[0] - 1 - torch.arange(out_pillar.shape[0] - p, device=out_pillar.device) % spread
     out_coors[:m].copy_(coors)
     out_coors[m:].zero_()
     out_coors[m:, 1].fill_(grid_yx[0])

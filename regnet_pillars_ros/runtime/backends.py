@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..model.network import PointPillarsNet, fold_batchnorm
-from ..model.pillars import pad_network_inputs
+from ..model.pillars import PAD_SPREAD, pad_network_inputs
 
 StageTimer = Callable[[str], ContextManager[None]]
 NetworkInputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
@@ -46,8 +46,8 @@ class TorchBackend:
     network with BatchNorm folded into the convolutions and, by default, in channels-last layout
     (about 15% faster on a 2-core CPU); `net` keeps the loaded weights as they are, for exports
     and inspection. `cuda_graph` replays the whole network, pillar encoder to head maps, as one
-    CUDA graph over inputs padded to fixed sizes (`max_pillars` + 1 pillars, and room for 1.5
-    times the points of the first frame; a frame with more points is captured anew).
+    CUDA graph over inputs padded to fixed sizes (`max_pillars` + `PAD_SPREAD` pillars, and room
+    for 1.5 times the points of the first frame; a frame with more points is captured anew).
     """
 
     name = "torch"
@@ -126,7 +126,7 @@ class _CapturedNetwork:
         capacity = -(-int(points.shape[0] * self.HEADROOM) // self.ALIGN) * self.ALIGN
         self.grid_yx = grid_yx
         self.static = (points.new_zeros((capacity, points.shape[1])), point_pillar.new_zeros(capacity),
-                       coors.new_zeros((max_pillars + 1, 3)), num_points.new_zeros(max_pillars + 1))
+                       coors.new_zeros((max_pillars + PAD_SPREAD, 3)), num_points.new_zeros(max_pillars + PAD_SPREAD))
         pad_network_inputs(example, self.static, grid_yx)
         device = points.device
         side = torch.cuda.Stream(device)
