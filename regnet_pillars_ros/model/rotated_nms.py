@@ -24,9 +24,9 @@ _CPU_PAIR_BATCH = 8192
 # Pairs per slice when the sweep expands its runs on the CPU: the ~25 cheap ops of the IoU bound
 # per slice favour larger slices (a 250k-point frame's 570k run pairs: 45 ms at 8192, 25 ms here).
 _CPU_SWEEP_BATCH = 65536
-# Up to this many boxes a GPU checks every pair with the IoU bound instead of sweeping (at most
-# 8M pairs): about 20 kernel launches and no host synchronisation fewer than the sweep.
-_DENSE_PAIRS_MAX_BOXES = 4096
+# Up to this many boxes a GPU bounds every pair on N x N matrices instead of sweeping (about 20
+# kernel launches and one host synchronisation fewer; float64 matrices of at most 34 MB each).
+_DENSE_PAIRS_MAX_BOXES = 2048
 # Vectorized rounds of the greedy pass before its sequential remainder (see ``_greedy_keep``).
 _GREEDY_ROUNDS = 8
 
@@ -159,21 +159,20 @@ def _candidate_pairs(boxes: Tensor, groups: Tensor, iou_threshold: float, dense:
     # One row per box, so that a pair costs two row gathers (group ids are exact in float64).
     table = torch.stack((lo, hi, other_lo, other_hi, area, groups.to(boxes.dtype)), dim=1)
 
-    def close_pairs(table: Tensor, i: Tensor, j: Tensor) -> tuple[Tensor, Tensor]:
-        a, b = table[i].unbind(1), table[j].unbind(1)
+    def bound_reaches(first: Tensor, second: Tensor) -> Tensor:
+        """Mask of the pairs of table rows (broadcast) in one group whose IoU bound reaches the threshold."""
+        a, b = first.unbind(-1), second.unbind(-1)
         # Overlap of the bounding boxes along each axis (<= 0: apart on that axis).
         along = torch.minimum(a[1], b[1]) - torch.maximum(a[0], b[0])
         across = torch.minimum(a[3], b[3]) - torch.maximum(a[2], b[2])
         inter = torch.minimum(along.clamp_(min=0) * across.clamp_(min=0), torch.minimum(a[4], b[4]))
         bound = inter / (a[4] + b[4] - inter)
-        close = (across > 0) & (a[5] == b[5]) & (bound >= iou_threshold - 1e-9)
-        close = close.nonzero().squeeze(1)  # one sync for both sides
-        return i[close], j[close]
+        return (across > 0) & (a[5] == b[5]) & (bound >= iou_threshold - 1e-9)
 
     if dense is None:
         dense = boxes.device.type != "cpu" and n <= _DENSE_PAIRS_MAX_BOXES
     if dense:
-        return close_pairs(table, *torch.triu_indices(n, n, offset=1, device=boxes.device))
+        return bound_reaches(table[:, None], table[None]).triu_(diagonal=1).nonzero().unbind(1)
     gap = (hi.amax() - lo.amin()).nan_to_num(nan=0.0, posinf=0.0, neginf=0.0)
     shift = groups * (gap + 1.0)
     start, order = torch.sort(lo + shift)
@@ -191,7 +190,8 @@ def _candidate_pairs(boxes: Tensor, groups: Tensor, iou_threshold: float, dense:
     for a, b in zip(cuts[:-1], cuts[1:]):
         rows = torch.repeat_interleave(rank[a:b], counts[a:b])
         cols = rows + 1 + torch.arange(rows.shape[0], device=boxes.device) + (ends[a] - counts[a]) - (ends - counts)[rows]
-        pairs.append(close_pairs(sorted_table, rows, cols))
+        close = bound_reaches(sorted_table[rows], sorted_table[cols]).nonzero().squeeze(1)  # one sync for both sides
+        pairs.append((rows[close], cols[close]))
     i, j = (order[torch.cat(side)] for side in zip(*pairs))
     return torch.minimum(i, j), torch.maximum(i, j)
 
