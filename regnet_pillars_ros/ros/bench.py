@@ -1,5 +1,7 @@
 """Node-level latency benchmark (not a test): cloud published -> Detection3DArray received, in
-another process over real DDS, per preset and point count, with dropped frames.
+another process over real DDS, per preset and point count, with dropped frames, next to the
+detector's own time per frame (the node's ~/debug/processing_time/total_ms): the difference is
+what transport, cloud conversion, sweep stacking and message building add.
 
 Clouds come from the demo's moving scene (real nuScenes geometry, resampled to the point
 count) with /tf, so the node stacks its preset's past sweeps as in service.
@@ -11,6 +13,7 @@ import json
 import platform
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,16 +22,21 @@ from .demo import Player, moving_scene, ros_environment, start_node, stop_node, 
 from .params import DEFAULT_PRESET
 
 INPUT_FRAME = "lidar_top"
+TIMING_TOPIC = "/detector_node/debug/processing_time/total_ms"
 
 
-def latency_stats(latencies_ms: list[float], published: int) -> dict[str, float | int]:
-    """p50/p90/p99/max of the answered frames, and how many frames got no answer."""
+def latency_stats(latencies_ms: list[float], published: int, detector_ms: Sequence[float] = ()) -> dict[str, float | int]:
+    """p50/p90/p99/max of the answered frames, how many frames got no answer, and the median of
+    the detector's own frame times with what the rest of the path added to the p50."""
     out: dict[str, float | int] = {"published": published, "answered": len(latencies_ms),
                                    "dropped": published - len(latencies_ms)}
     if latencies_ms:
         p50, p90, p99 = np.percentile(latencies_ms, [50, 90, 99])
         out.update(p50_ms=round(float(p50), 1), p90_ms=round(float(p90), 1),
                    p99_ms=round(float(p99), 1), max_ms=round(max(latencies_ms), 1))
+    if latencies_ms and len(detector_ms):
+        detector = float(np.median(detector_ms))
+        out.update(detector_p50_ms=round(detector, 1), rest_p50_ms=round(out["p50_ms"] - detector, 1))
     return out
 
 
@@ -40,9 +48,24 @@ def resample(world: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
 
 
 def run_stream(player: Player, node, world: np.ndarray, frames: int, rate_hz: float
-               ) -> list[float]:
+               ) -> tuple[list[float], list[float]]:
     """Publish ``frames`` clouds at ``rate_hz`` (the sensor does not wait for the node);
-    returns the latencies of the answered ones."""
+    returns the latencies of the answered ones and the detector's times it reported."""
+    from std_msgs.msg import Float64
+
+    detector_ms: list[float] = []
+    timing = player.node.create_subscription(Float64, TIMING_TOPIC, lambda m: detector_ms.append(m.data), 100)
+    try:
+        latencies = _stream(player, node, world, frames, rate_hz)
+        # Each frame's timing follows its detections: wait briefly for the last ones.
+        deadline = time.monotonic() + 2.0
+        player.spin_until(lambda: len(detector_ms) >= len(latencies) or time.monotonic() > deadline, node)
+    finally:
+        player.node.destroy_subscription(timing)
+    return latencies, detector_ms
+
+
+def _stream(player: Player, node, world: np.ndarray, frames: int, rate_hz: float) -> list[float]:
     from std_msgs.msg import Header
     from tf2_msgs.msg import TFMessage
 
@@ -68,7 +91,8 @@ def run_stream(player: Player, node, world: np.ndarray, frames: int, rate_hz: fl
 
 
 def table(rows: list[dict]) -> str:
-    cols = ("preset", "points", "published", "dropped", "p50_ms", "p90_ms", "p99_ms", "max_ms")
+    cols = ("preset", "points", "published", "dropped", "p50_ms", "p90_ms", "p99_ms", "max_ms",
+            "detector_p50_ms", "rest_p50_ms")
     lines = [" | ".join(cols), " | ".join("---" for _ in cols)]
     lines += [" | ".join(str(r.get(c, "-")) for c in cols) for r in rows]
     return "\n".join(lines)
@@ -98,10 +122,10 @@ def main(argv: list[str] | None = None) -> int:
                     return 1
                 for n in args.points:
                     player.results.clear()
-                    latencies = run_stream(player, node, resample(world, n), args.frames,
-                                           args.rate)
+                    latencies, detector_ms = run_stream(player, node, resample(world, n), args.frames,
+                                                        args.rate)
                     rows.append({"preset": preset, "points": n,
-                                 **latency_stats(latencies, args.frames)})
+                                 **latency_stats(latencies, args.frames, detector_ms)})
                     print(table(rows[-1:]).splitlines()[-1], flush=True)
             finally:
                 stop_node(node)
