@@ -9,8 +9,10 @@
 #      RegNet presets also in tf32 and bf16 with CUDA graphs, and the bundled trained model on
 #      a simulated 10-sweep scan (realistic post-processing load) when .device-share/ holds
 #      sim_scan.npy (python -m regnet_pillars_ros.sim.preview --save-cloud writes one).
-# STAGES (default "tests bench": the bundled model is trained; add "train" to train again) picks
-# the parts to run.
+#   4. a host-synchronisation report: one 400MF-FPN frame (fp16, with and without the CUDA graph)
+#      under torch.cuda.set_sync_debug_mode("warn"), each synchronising call with its line.
+# STAGES (default "tests bench syncs": the bundled model is trained; add "train" to train again)
+# picks the parts to run.
 # Results land in $OUT (or results/gpu): model.pth, train.log, results.tgz (tests, env, bench
 # JSON/markdown/PNG, losses). Optional inputs, copied into ignored folders and carried:
 # .device-share/ (fixtures/ and realdata/ of ../shared; it becomes ../shared there) and .whl/
@@ -22,7 +24,7 @@ work="$out/work"
 mkdir -p "$work/bench"
 export PYTHONPATH="$PWD" REGNET_PILLARS_CACHE="$work/cache" PYTHONUNBUFFERED=1 TQDM_MININTERVAL=15
 TRAIN_SECONDS="${TRAIN_SECONDS:-300}"
-STAGES="${STAGES:-tests bench}"
+STAGES="${STAGES:-tests bench syncs}"
 pack() {  # everything so far in one archive (the device tool returns at most 8 files)
     tar czf "$out/results.tgz" -C "$work" --exclude cache --exclude latest.pth .
 }
@@ -79,6 +81,12 @@ if [ -f .device-share/sim_scan.npy ]; then
             --checkpoint regnet_pillars_ros/model/weights/nus-regnetx-400mf-fpn_synthetic.pth --precision $variant
     done
 fi
+fi
+
+if [[ " $STAGES " == *" syncs "* ]]; then
+echo "== 4. host synchronisations per frame"
+timeout 120 python3 scripts/sync_report.py >"$work/syncs.txt" 2>&1 || echo "sync report failed"
+tail -n 30 "$work/syncs.txt"
 fi
 pack
 ls -la "$out"
