@@ -200,6 +200,11 @@ def scatter_to_canvas(features: torch.Tensor, coors: torch.Tensor, grid_yx: tupl
 PAD_SPREAD = 256
 
 
+def inputs_fit(inputs: tuple[torch.Tensor, ...], out: tuple[torch.Tensor, ...]) -> bool:
+    """Whether `pad_network_inputs` can copy `inputs` into `out`: no more points, fewer pillars."""
+    return inputs[0].shape[0] <= out[0].shape[0] and inputs[2].shape[0] < out[2].shape[0]
+
+
 def pad_network_inputs(inputs: tuple[torch.Tensor, ...], out: tuple[torch.Tensor, ...], grid_yx: tuple[int, int]) -> None:
     """Copy pillar inputs (points, point_pillar, coors, num_points) into the larger fixed-size
     buffers `out` and fill the rest with padding that leaves the canvas unchanged: the padded
@@ -210,7 +215,7 @@ def pad_network_inputs(inputs: tuple[torch.Tensor, ...], out: tuple[torch.Tensor
     points, point_pillar, coors, num_points = inputs
     out_points, out_pillar, out_coors, out_num = out
     p, m = points.shape[0], coors.shape[0]
-    if p > out_points.shape[0] or m >= out_coors.shape[0]:
+    if not inputs_fit(inputs, out):
         raise ValueError(f"{p} points in {m} pillars do not fit buffers for {out_points.shape[0]} points in "
                          f"{out_coors.shape[0] - 1} pillars")
     out_points[:p].copy_(points)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..model.network import PointPillarsNet, fold_batchnorm
-from ..model.pillars import PAD_SPREAD, pad_network_inputs
+from ..model.pillars import PAD_SPREAD, inputs_fit, pad_network_inputs
 
 StageTimer = Callable[[str], ContextManager[None]]
 NetworkInputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
@@ -140,7 +140,7 @@ class _CapturedNetwork:
             self.static_outputs = fn(self.static)
 
     def fits(self, inputs: NetworkInputs) -> bool:
-        return inputs[0].shape[0] <= self.static[0].shape[0] and inputs[2].shape[0] < self.static[2].shape[0]
+        return inputs_fit(inputs, self.static)
 
     def __call__(self, inputs: NetworkInputs) -> list[torch.Tensor]:
         pad_network_inputs(inputs, self.static, self.grid_yx)
