@@ -212,7 +212,7 @@ def add_backend_options(parser: argparse.ArgumentParser, allow_all: bool = False
                         help="fp32 (IEEE), or with the torch backend: tf32 (cuDNN TF32 convolutions) or fp16 on CUDA, "
                         "bf16 on CUDA or CPU (autocast; the pillar encoder stays fp32) (default fp32)")
     parser.add_argument("--cuda-graph", action="store_true",
-                        help="torch on CUDA: replay the network, pillar encoder to head maps, as one CUDA graph (captured on the first frame, again for a frame with more points than it has room for)")
+                        help="torch on CUDA: replay range filter, voxelization, network and top-k decoding as one CUDA graph (captured on the first frame, again for a frame with more points than it has room for); NMS runs eagerly")
 
 
 def build_parser() -> argparse.ArgumentParser:

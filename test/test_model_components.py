@@ -15,10 +15,10 @@ from regnet_pillars_ros.model.backbones import regnet_stages
 from regnet_pillars_ros.model.checkpoint import random_state_dict
 from regnet_pillars_ros.model.head import decode_boxes, encode_boxes, level_anchors
 from regnet_pillars_ros.model.network import PointPillarsNet
-from regnet_pillars_ros.model.pillars import HardVFE, pad_network_inputs
+from regnet_pillars_ros.model.pillars import HardVFE
 from regnet_pillars_ros.model.postprocess import Candidates, PostprocessConfig, limit_period, multiclass_nms, physical_bev
 from regnet_pillars_ros.model.rotated_nms import nms_rotated_bev
-from regnet_pillars_ros.model.voxelize import voxelize
+from regnet_pillars_ros.model.voxelize import PAD_SPREAD, VoxelGrid, voxelize, voxelize_fixed
 
 SPEC = Path(__file__).resolve().parents[2] / "shared" / "spec"
 needs_spec = pytest.mark.skipif(not SPEC.is_dir(), reason=f"spec not found at {SPEC}")
@@ -300,50 +300,38 @@ def test_voxelize_on_cuda_equals_cpu():
     assert gpu.overflow == cpu.overflow > 0
 
 
-@pytest.mark.parametrize("name", ["nus-regnetx-400mf-fpn", "lyft-secfpn"])
-def test_padded_inputs_give_the_same_canvas(name):
-    """What a CUDA graph replays: pillars padded to fixed sizes (`pad_network_inputs`); the
-    buffers hold a larger frame's rows first, which the padding must overwrite."""
+@pytest.mark.parametrize("name,max_voxels", [("nus-regnetx-400mf-fpn", None), ("lyft-secfpn", None), ("nus-secfpn", 700)])
+def test_fixed_size_voxelization_gives_the_same_pillars_and_canvas(name, max_voxels):
+    """What a CUDA graph replays: `voxelize_fixed` over a mask of usable rows (unusable ones hold
+    NaN or points in range) keeps the pillars and points of `voxelize` on the usable rows, pads
+    everything else onto the canvas' spare row, and the encoder draws the same canvas."""
     from regnet_pillars_ros.model.network import fold_batchnorm
 
     p = get_preset(name)
+    max_voxels = max_voxels or p.max_voxels
     net = PointPillarsNet(p)
     net.load_state_dict(random_state_dict(net, seed=4))
     fold_batchnorm(net.eval())
-    cloud = torch.from_numpy(random_cloud(np.random.default_rng(8), 6000, p.point_cloud_range, p.voxel_size))
-    frames = [voxelize(c, p.point_cloud_range, p.voxel_size, p.max_num_points, p.max_voxels).network_inputs()
-              for c in (cloud, cloud[::3])]
-    big = frames[0]
-    buffers = (torch.randn(big[0].shape[0] + 100, 4), torch.zeros(big[0].shape[0] + 100, dtype=torch.long),
-               torch.zeros(big[2].shape[0] + 20, 3, dtype=torch.long), torch.zeros(big[2].shape[0] + 20, dtype=torch.long))
+    rng = np.random.default_rng(8)
+    cloud = torch.from_numpy(random_cloud(rng, 6000, p.point_cloud_range, p.voxel_size))
+    usable = torch.from_numpy(rng.random(cloud.shape[0]) < 0.8)
+    cloud[~usable & torch.from_numpy(rng.random(cloud.shape[0]) < 0.3)] = float("nan")
+    ref = voxelize(cloud[usable], p.point_cloud_range, p.voxel_size, p.max_num_points, max_voxels)
+    grid = VoxelGrid.of(p.point_cloud_range, p.voxel_size)
+    (points, point_pillar, coors, num_points), counts = voxelize_fixed(cloud, usable, grid, p.max_num_points, max_voxels)
+
+    assert counts.tolist() == [ref.num_pillars, ref.overflow] and (max_voxels > 1000 or ref.overflow > 0)
+    m = ref.num_pillars
+    assert coors.shape[0] == min(max_voxels, grid.num_cells + 1) + PAD_SPREAD == num_points.shape[0]
+    kept = point_pillar < m
+    torch.testing.assert_close(points[kept], ref.points, rtol=0, atol=0)  # the same rows in the same order
+    torch.testing.assert_close(point_pillar[kept], ref.point_pillar, rtol=0, atol=0)
+    torch.testing.assert_close(coors[:m], ref.coors, rtol=0, atol=0)
+    torch.testing.assert_close(num_points[:m], ref.num_points, rtol=0, atol=0)
+    assert not points[~kept].any() and bool((coors[m:] == grid.spare).all()) and bool((num_points[m:] == 1).all())
     with torch.inference_mode():
-        for inputs in frames:
-            pad_network_inputs(inputs, buffers, net.grid_yx)
-            torch.testing.assert_close(net.encode(*buffers, padded=True), net.encode(*inputs), rtol=1e-6, atol=1e-6)
-        with pytest.raises(ValueError, match="do not fit"):
-            pad_network_inputs(big, tuple(b[:-30] for b in buffers), net.grid_yx)
-
-
-def test_encoder_makes_no_tensor_from_host_data():
-    """A CUDA graph cannot capture a copy from host memory: the encoder's constants live on its device."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class Recorder(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.ops: list[str] = []
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            self.ops.append(str(func))
-            return func(*args, **(kwargs or {}))
-
-    p = get_preset("nus-secfpn")
-    net = PointPillarsNet(p).eval()
-    cloud = torch.from_numpy(random_cloud(np.random.default_rng(9), 3000, p.point_cloud_range, p.voxel_size))
-    inputs = voxelize(cloud, p.point_cloud_range, p.voxel_size, p.max_num_points, p.max_voxels).network_inputs()
-    with torch.inference_mode(), Recorder() as recorder:
-        net.encode(*inputs)
-    assert len(recorder.ops) > 20 and not [op for op in recorder.ops if "lift_fresh" in op]
+        torch.testing.assert_close(net.encode(points, point_pillar, coors, num_points, padded=True),
+                                   net.encode(*ref.network_inputs()), rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", ["nus-regnetx-400mf-fpn", "lyft-secfpn"])

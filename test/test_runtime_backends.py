@@ -6,10 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from regnet_pillars_ros.model import Detector, get_preset
 from regnet_pillars_ros.model.checkpoint import CheckpointError
-from regnet_pillars_ros.model.postprocess import physical_bev
+from regnet_pillars_ros.model.postprocess import Candidates, physical_bev, postprocess
 from regnet_pillars_ros.model.rotated_nms import rotated_iou_bev
 from regnet_pillars_ros.runtime.backends import onnx_providers
 from regnet_pillars_ros.runtime.export import OPSET, export_onnx, read_metadata
@@ -115,6 +116,61 @@ def test_torch_cuda_graph_matches_cpu(points, reference):
     assert_same_detections(detector(points[::2].copy()), Detector.from_preset(PRESET, FIXTURE / "checkpoint.pth")(points[::2].copy()))
     doubled = np.concatenate([points, points])  # more points than the graph has room for: captured anew
     assert_same_detections(detector(doubled), Detector.from_preset(PRESET, FIXTURE / "checkpoint.pth")(doubled))
+    empty = detector(np.full((100, points.shape[1]), np.nan, np.float32))  # replayed: no pillar, no box
+    assert len(empty) == 0 and empty.stats["points_nonfinite"] == 100 and empty.stats["pillars"] == 0
+    assert detector(points).stats == reference.stats
+
+
+def test_fixed_size_frame_gives_the_eager_detections(points, reference):
+    """The body of the CUDA graph (`Detector.fixed_size_frame`), run eagerly on the CPU: the first
+    `count` rows of a larger buffer, whose other rows hold a stale cloud, give the eager boxes."""
+    detector = Detector.from_preset(PRESET, FIXTURE / "checkpoint.pth")
+    cloud = np.concatenate([points, np.full((7, points.shape[1]), np.nan, np.float32)])
+    buffer = torch.from_numpy(np.concatenate([cloud, points[:5000] + 1.0]))
+    with torch.inference_mode():
+        *decoded, counts = detector.fixed_size_frame(buffer, torch.tensor(cloud.shape[0]))
+        boxes, scores, labels = postprocess(Candidates(*decoded), detector.postprocess_config())
+    eager = detector(cloud)
+    stats = dict(zip(("points_nonfinite", "points_in_range", "pillars", "pillar_overflow"), counts.tolist()))
+    assert stats == {key: eager.stats[key] for key in stats} and stats["points_nonfinite"] == 7
+    np.testing.assert_array_equal(labels.numpy(), reference.labels)
+    np.testing.assert_allclose(boxes.numpy(), reference.boxes, atol=1e-5)
+    np.testing.assert_allclose(scores.numpy(), reference.scores, atol=1e-6)
+
+
+class SyncRecorder(TorchDispatchMode):
+    """Records dispatched operations that a CUDA graph cannot capture: host synchronisations
+    (nonzero, boolean indexing, item) and tensors made from host data. (`tolist` reaches no
+    dispatch and goes unseen.)"""
+
+    NAMES = ("nonzero", "_local_scalar_dense", "lift_fresh", "masked_select", "unique", "repeat_interleave")
+    INDEXING = ("aten.index.Tensor", "aten.index_put_.default", "aten.index_put.default")
+
+    def __init__(self):
+        super().__init__()
+        self.ops = 0
+        self.uncapturable: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = str(func)
+        indices = args[1] if name in self.INDEXING else ()
+        if any(n in name for n in self.NAMES) or any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in indices):
+            self.uncapturable.append(name)
+        self.ops += 1
+        return func(*args, **(kwargs or {}))
+
+
+def test_fixed_size_frame_needs_no_host_synchronisation(points):
+    detector = Detector.from_preset(PRESET, FIXTURE / "checkpoint.pth")
+    buffer, count = torch.from_numpy(points), torch.tensor(points.shape[0])
+    with torch.inference_mode():
+        detector.fixed_size_frame(buffer, count)  # anchors are made once, before a capture
+        with SyncRecorder() as graphed:
+            detector.fixed_size_frame(buffer, count)
+        with SyncRecorder() as eager:  # the recorder sees what the eager path does
+            detector.preprocess(points)
+    assert graphed.ops > 100 and graphed.uncapturable == []
+    assert {"aten.nonzero.default", "aten.index.Tensor", "aten.lift_fresh.default"} <= set(eager.uncapturable)
 
 
 @pytest.fixture(scope="module")

@@ -18,10 +18,11 @@ from .network import PointPillarsNet
 from .placeholder import placeholder_weights, synthetic_cloud
 from .postprocess import Candidates, PostprocessConfig, postprocess, select_candidates
 from .presets import Preset, get_preset
-from .voxelize import Pillars, voxelize
+from .voxelize import Pillars, VoxelGrid, voxelize, voxelize_fixed
 
 if TYPE_CHECKING:
     from ..runtime.backends import InferenceBackend
+    from ..runtime.cuda_graph import CapturedFrame
 
 log = logging.getLogger(__name__)
 
@@ -42,15 +43,26 @@ def as_model_points(points: np.ndarray | torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def usable_points(cloud: torch.Tensor, point_cloud_range: tuple[float, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-    """float32 [M, 4] (x, y, z, dt) rows of a validated cloud that are finite and strictly inside
-    the range (the test pipeline's PointsRangeFilter, order kept), and the number of non-finite
-    rows as a 0-d tensor (no host synchronisation for it). One pass, on the cloud's device."""
-    points = (cloud[:, [0, 1, 2, 4]] if cloud.shape[1] == 5 else cloud).float()
+def model_columns(cloud: torch.Tensor) -> torch.Tensor:
+    """float32 [N, 4] (x, y, z, dt) of a validated cloud (slices, so no index from host data)."""
+    return (torch.cat((cloud[:, :3], cloud[:, 4:]), dim=1) if cloud.shape[1] == 5 else cloud).float()
+
+
+def usable_mask(points: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Masks [N] of the finite rows of `points` and of those also strictly inside (lo, hi) (the
+    test pipeline's PointsRangeFilter)."""
     finite = torch.isfinite(points).all(dim=1)
     xyz = points[:, :3]
-    inside = ((xyz > xyz.new_tensor(point_cloud_range[:3])) & (xyz < xyz.new_tensor(point_cloud_range[3:]))).all(dim=1)
-    return points[finite & inside], finite.logical_not().sum()
+    return finite, finite & ((xyz > lo) & (xyz < hi)).all(dim=1)
+
+
+def usable_points(cloud: torch.Tensor, point_cloud_range: tuple[float, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """float32 [M, 4] (x, y, z, dt) rows of a validated cloud that are finite and strictly inside
+    the range (order kept), and the number of non-finite rows as a 0-d tensor (no host
+    synchronisation for it). One pass, on the cloud's device."""
+    points = model_columns(cloud)
+    finite, usable = usable_mask(points, points.new_tensor(point_cloud_range[:3]), points.new_tensor(point_cloud_range[3:]))
+    return points[usable], finite.logical_not().sum()
 
 
 def resolve_device(device: str) -> torch.device:
@@ -65,9 +77,14 @@ def resolve_device(device: str) -> torch.device:
 class Detector:
     """One preset with its weights on one device and backend. Thresholds may change between calls."""
 
-    def __init__(self, preset: Preset, backend: "InferenceBackend", convention: str, device: torch.device, source: str):
+    def __init__(self, preset: Preset, backend: "InferenceBackend", convention: str, device: torch.device, source: str,
+                 cuda_graph: bool = False):
         if convention not in CONVENTIONS:
             raise ValueError(f"box convention must be one of {CONVENTIONS}, got {convention!r}")
+        if cuda_graph and device.type != "cuda":
+            raise ValueError("cuda_graph needs a CUDA device")
+        if cuda_graph and not hasattr(backend, "network_padded"):
+            raise ValueError(f"cuda_graph needs the torch backend, not {backend.name}")
         self.preset = preset
         self.backend = backend
         self.box_convention = convention
@@ -75,8 +92,11 @@ class Detector:
         self.source = source
         self.score_threshold = preset.test_cfg.score_thr
         self.max_detections = preset.test_cfg.max_num
+        self.cuda_graph = cuda_graph
         self.profile_stages = False  # synchronise and time every stage (benchmarks)
         self._anchors: dict[tuple[int, int, int], torch.Tensor] = {}
+        self._grid = VoxelGrid.of(preset.point_cloud_range, preset.voxel_size, device)
+        self._captured: "CapturedFrame | None" = None
 
     @property
     def net(self) -> PointPillarsNet:
@@ -107,7 +127,9 @@ class Detector:
             'v0' or 'v1' overrides it.
         backend: 'torch' or 'onnxruntime' (a .pth is exported to ONNX once and cached).
         precision: 'fp32', or on CUDA with the torch backend 'tf32', 'fp16' or 'bf16'.
-        cuda_graph: replay the network, pillar encoder to head maps, as a CUDA graph (torch backend on CUDA).
+        cuda_graph: replay every step of a frame whose sizes do not depend on the cloud (range filter,
+            voxelization, network, top-k decoding: `fixed_size_frame`) as one CUDA graph (torch
+            backend on CUDA); NMS then runs eagerly.
         """
         # The runtime layer builds on the model layer: imported here, not at module level.
         from ..runtime.backends import BACKENDS, OnnxRuntimeBackend, TorchBackend
@@ -148,14 +170,14 @@ class Detector:
         if box_convention != "auto":
             convention = box_convention
         if backend == "torch":
-            runner: "InferenceBackend" = TorchBackend(net, torch_device, precision, cuda_graph=cuda_graph, max_pillars=preset.max_voxels)
+            runner: "InferenceBackend" = TorchBackend(net, torch_device, precision)
         else:
             if precision != "fp32" or cuda_graph:
                 raise ValueError("the onnxruntime backend runs fp32 exports as they are; precision and cuda_graph "
                                  "are torch-backend options")
             runner = OnnxRuntimeBackend(onnx_path, torch_device, trt_cache_dir=cache_dir() / "tensorrt")
         log.info("preset %s: weights from %s, box convention %s, %s backend on %s", name, source, convention, backend, torch_device)
-        return cls(preset, runner, convention, torch_device, source)
+        return cls(preset, runner, convention, torch_device, source, cuda_graph=cuda_graph)
 
     # -- stages -----------------------------------------------------------------------------
 
@@ -199,16 +221,29 @@ class Detector:
         """Detect boxes in one merged cloud [N, 4] (x, y, z, dt) or [N, 5] (x, y, z, intensity, dt)."""
         timings: dict[str, float] = {}
         start = time.perf_counter()
-        with self._stage(timings, "preprocess", always=True):
-            pillars, stats = self.preprocess(points)
-        if pillars.num_pillars == 0:
+        cloud = as_model_points(points)
+        if self.cuda_graph and cloud.shape[0]:
+            with self._stage(timings, "preprocess", always=True):
+                captured = self._captured_frame(cloud)
+                captured.load(cloud)
+            with self._stage(timings, "graph", always=True):
+                *decoded, counts = captured.replay()
+                nonfinite, in_range, pillars, overflow = counts.tolist()
+            stats = {"points_in": int(cloud.shape[0]), "points_nonfinite": nonfinite, "points_in_range": in_range,
+                     "pillars": pillars, "pillar_overflow": overflow}
+        else:
+            with self._stage(timings, "preprocess", always=True):
+                pillars_in, stats = self.preprocess(cloud)
+            if pillars_in.num_pillars:
+                with self._stage(timings, "inference", always=True):
+                    maps = self.backend(pillars_in.network_inputs(), self._fine_stage(timings))
+        if stats["pillars"] == 0:
             empty = Detections.empty(self.preset.class_names, self.preset.box_code_size)
             empty.stats, empty.timings_ms = stats, {**timings, "total": (time.perf_counter() - start) * 1e3}
             return empty
-        with self._stage(timings, "inference", always=True):
-            maps = self.backend(pillars.network_inputs(), self._fine_stage(timings))
         with self._stage(timings, "postprocess", always=True):
-            boxes, scores, labels = postprocess(self.candidates(maps), self.postprocess_config())
+            candidates = Candidates(*decoded) if self.cuda_graph else self.candidates(maps)
+            boxes, scores, labels = postprocess(candidates, self.postprocess_config())
             # One device-to-host copy for the frame's results (labels < 2^24 are exact in float32).
             rows = torch.cat((boxes.float(), scores.float()[:, None], labels.float()[:, None]), dim=1).cpu().numpy()
             result = Detections(
@@ -220,6 +255,31 @@ class Detector:
         timings["total"] = (time.perf_counter() - start) * 1e3
         result.timings_ms, result.stats = timings, stats
         return result
+
+    def fixed_size_frame(self, cloud: torch.Tensor, count: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The steps of a frame whose tensor sizes do not depend on the cloud, as a CUDA graph
+        replays them: the first `count` (a 0-d tensor) rows of `cloud` [N, 4|5] range-filtered,
+        voxelized (`voxelize_fixed`), through the network (torch backend) and decoded into the
+        top-k candidates. Returns the `Candidates` fields, then [points_nonfinite,
+        points_in_range, pillars, pillar_overflow] as a tensor; no host synchronisation."""
+        p = self.preset
+        points = model_columns(cloud)
+        present = torch.arange(points.shape[0], device=points.device) < count
+        finite, usable = usable_mask(points, self._grid.lo, self._grid.hi)
+        usable &= present
+        inputs, counts = voxelize_fixed(points, usable, self._grid, p.max_num_points, p.max_voxels)
+        candidates = self.candidates(self.backend.network_padded(inputs))
+        nonfinite = (present & finite.logical_not()).sum()
+        return candidates.boxes, candidates.scores, candidates.dir_labels, torch.cat((torch.stack((nonfinite, usable.sum())), counts))
+
+    def _captured_frame(self, cloud: torch.Tensor) -> "CapturedFrame":
+        """The CUDA graph of `fixed_size_frame`, captured anew for a cloud it has no room for."""
+        from ..runtime.cuda_graph import CapturedFrame
+
+        if self._captured is None or not self._captured.fits(cloud):
+            self._captured = None  # free the old graph's memory before the new capture
+            self._captured = CapturedFrame(self.fixed_size_frame, cloud, self.device)
+        return self._captured
 
     def candidates(self, maps: list[torch.Tensor]) -> Candidates:
         """Raw head maps (cls, reg, dir per level) -> decoded top-k candidates of all levels."""

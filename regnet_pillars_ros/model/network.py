@@ -31,7 +31,7 @@ class PointPillarsNet(nn.Module):
 
     def encode(self, points: torch.Tensor, point_pillar: torch.Tensor, coors: torch.Tensor, num_points: torch.Tensor,
                padded: bool = False) -> torch.Tensor:
-        """Kept points of M pillars (see `Pillars`), or `padded` ones (`pad_network_inputs`) -> BEV canvas [1, 64, ny, nx]."""
+        """Kept points of M pillars (see `Pillars`), or fixed-size `padded` ones (`voxelize_fixed`) -> BEV canvas [1, 64, ny, nx]."""
         features = self.pts_voxel_encoder(points, point_pillar, coors, num_points)
         return scatter_to_canvas(features, coors, self.grid_yx, spare_row=padded)
 

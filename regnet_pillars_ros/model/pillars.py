@@ -185,7 +185,7 @@ def scatter_to_canvas(features: torch.Tensor, coors: torch.Tensor, grid_yx: tupl
     The canvas is stored channels-last: each pillar's features are one contiguous row, written
     in one piece, and the convolutions that follow (channels-last by default) need no copy.
     With `spare_row`, a pillar at (0, ny, 0), one row past the grid, lands on a spare row after
-    the canvas: that is where the padding pillars of fixed-size inputs go (`pad_network_inputs`).
+    the canvas: that is where the padding pillars of fixed-size inputs go (`voxelize_fixed`).
     (Not by default: an ONNX runtime would copy the canvas to drop that row.)"""
     ny, nx = grid_yx
     canvas = features.new_zeros((ny * nx + int(spare_row), features.shape[1]))
@@ -193,38 +193,3 @@ def scatter_to_canvas(features: torch.Tensor, coors: torch.Tensor, grid_yx: tupl
     if spare_row:
         canvas = canvas[: ny * nx]
     return canvas.view(1, ny, nx, features.shape[1]).permute(0, 3, 1, 2)
-
-
-# Padded points are dealt over this many padded pillars: on a GPU, scattering them all into one
-# pillar would serialise on that pillar's atomics.
-PAD_SPREAD = 256
-
-
-def inputs_fit(inputs: tuple[torch.Tensor, ...], out: tuple[torch.Tensor, ...]) -> bool:
-    """Whether `pad_network_inputs` can copy `inputs` into `out`: no more points, fewer pillars."""
-    return inputs[0].shape[0] <= out[0].shape[0] and inputs[2].shape[0] < out[2].shape[0]
-
-
-def pad_network_inputs(inputs: tuple[torch.Tensor, ...], out: tuple[torch.Tensor, ...], grid_yx: tuple[int, int]) -> None:
-    """Copy pillar inputs (points, point_pillar, coors, num_points) into the larger fixed-size
-    buffers `out` and fill the rest with padding that leaves the canvas unchanged: the padded
-    points are zeros dealt over the last (up to `PAD_SPREAD`) pillars, and every padded pillar
-    holds one point's worth and sits at (0, ny, 0), which `scatter_to_canvas(..., spare_row=True)`
-    writes to its spare row. Fixed sizes let a CUDA graph replay the pillar encoder; `out` needs
-    at least as many points and one more pillar."""
-    points, point_pillar, coors, num_points = inputs
-    out_points, out_pillar, out_coors, out_num = out
-    p, m = points.shape[0], coors.shape[0]
-    if not inputs_fit(inputs, out):
-        raise ValueError(f"{p} points in {m} pillars do not fit buffers for {out_points.shape[0]} points in "
-                         f"{out_coors.shape[0] - 1} pillars")
-    out_points[:p].copy_(points)
-    out_points[p:].zero_()
-    out_pillar[:p].copy_(point_pillar)
-    spread = min(PAD_SPREAD, out_coors.shape[0] - m)
-    out_pillar[p:] = out_coors.shape[0] - 1 - torch.arange(out_pillar.shape[0] - p, device=out_pillar.device) % spread
-    out_coors[:m].copy_(coors)
-    out_coors[m:].zero_()
-    out_coors[m:, 1].fill_(grid_yx[0])
-    out_num[:m].copy_(num_points)
-    out_num[m:].fill_(1)

@@ -38,7 +38,7 @@ PARAMS: tuple[Param, ...] = (
     Param("backend", "torch", "Inference backend", True, choices=BACKENDS),
     Param("precision", "fp32", "Inference precision (torch backend: tf32 and fp16 on CUDA, bf16 on CUDA or CPU)", True,
           choices=PRECISIONS),
-    Param("cuda_graph", False, "Replay the network, pillar encoder to head maps, as a CUDA graph (torch backend on CUDA)", True),
+    Param("cuda_graph", False, "Replay range filter, voxelization, network and top-k decoding as one CUDA graph (torch backend on CUDA)", True),
     Param("torch_threads", 0, "CPU threads torch may use; 0 = torch's default (one per core). Fewer "
           "leave cores to DDS and other nodes (torch slows down sharply when oversubscribed)", True,
           range=(0, 256)),

@@ -16,7 +16,6 @@ import numpy as np
 import torch
 
 from ..model.network import PointPillarsNet, fold_batchnorm
-from ..model.pillars import PAD_SPREAD, inputs_fit, pad_network_inputs
 
 StageTimer = Callable[[str], ContextManager[None]]
 NetworkInputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
@@ -45,47 +44,33 @@ class TorchBackend:
     CPUs (about twice as fast where they have AVX-512 BF16 or AMX, at a lower match rate). Runs a copy of the
     network with BatchNorm folded into the convolutions and, by default, in channels-last layout
     (about 15% faster on a 2-core CPU); `net` keeps the loaded weights as they are, for exports
-    and inspection. `cuda_graph` replays the whole network, pillar encoder to head maps, as one
-    CUDA graph over inputs padded to fixed sizes (`max_pillars` + `PAD_SPREAD` pillars, and room
-    for 1.5 times the points of the first frame; a frame with more points is captured anew).
+    and inspection. `network_padded` runs fixed-size inputs, the part of a frame that
+    `Detector(cuda_graph=True)` replays as a CUDA graph.
     """
 
     name = "torch"
 
-    def __init__(self, net: PointPillarsNet, device: torch.device, precision: str = "fp32", channels_last: bool = True,
-                 cuda_graph: bool = False, max_pillars: int = 0):
+    def __init__(self, net: PointPillarsNet, device: torch.device, precision: str = "fp32", channels_last: bool = True):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if precision in CUDA_ONLY and device.type != "cuda":
             raise ValueError(f"precision {precision} needs a CUDA device (on CPU the torch backend runs fp32 or bf16)")
-        if cuda_graph and device.type != "cuda":
-            raise ValueError("cuda_graph needs a CUDA device")
-        if cuda_graph and max_pillars < 1:
-            raise ValueError("cuda_graph needs max_pillars (the preset's max_voxels) to size its inputs")
         self.net = net.to(device).eval()
         self.device = device
         self.precision = precision
         self.channels_last = channels_last
-        self.cuda_graph = cuda_graph
-        self.max_pillars = max_pillars
         self.runner = copy.deepcopy(self.net)
         fold_batchnorm(self.runner)
         if channels_last:
             self.runner.to(memory_format=torch.channels_last)
-        self._graph: _CapturedNetwork | None = None
 
     def __call__(self, inputs: NetworkInputs, stage: StageTimer = no_timing) -> list[torch.Tensor]:
-        if self.cuda_graph:
-            with stage("network"):
-                if self._graph is None or not self._graph.fits(inputs):
-                    self._graph = None  # free the old graph's memory before the new capture
-                    self._graph = _CapturedNetwork(self._forward_padded, inputs, self.max_pillars, self.runner.grid_yx)
-                return self._graph(inputs)
         with stage("encoder"):
             canvas = self._encode(inputs)
         return self._network(canvas, stage)
 
-    def _forward_padded(self, inputs: NetworkInputs) -> list[torch.Tensor]:
+    def network_padded(self, inputs: NetworkInputs) -> list[torch.Tensor]:
+        """Head maps of fixed-size inputs (`voxelize_fixed`: padding pillars on the canvas' spare row)."""
         return self._network(self._encode(inputs, padded=True))
 
     def _encode(self, inputs: NetworkInputs, padded: bool = False) -> torch.Tensor:
@@ -111,41 +96,6 @@ class TorchBackend:
         if self.precision in AUTOCAST_DTYPES:
             stack.enter_context(torch.autocast(self.device.type, dtype=AUTOCAST_DTYPES[self.precision]))
         return stack
-
-
-class _CapturedNetwork:
-    """A function of the pillar inputs, captured once as a CUDA graph over fixed-size padded
-    copies of them (`pad_network_inputs`) and replayed."""
-
-    HEADROOM = 1.5  # points of the first frame the buffers make room for
-    ALIGN = 4096
-
-    def __init__(self, fn: Callable[[NetworkInputs], list[torch.Tensor]], example: NetworkInputs, max_pillars: int,
-                 grid_yx: tuple[int, int], warmup: int = 3):
-        points, point_pillar, coors, num_points = example
-        capacity = -(-int(points.shape[0] * self.HEADROOM) // self.ALIGN) * self.ALIGN
-        self.grid_yx = grid_yx
-        self.static = (points.new_zeros((capacity, points.shape[1])), point_pillar.new_zeros(capacity),
-                       coors.new_zeros((max_pillars + PAD_SPREAD, 3)), num_points.new_zeros(max_pillars + PAD_SPREAD))
-        pad_network_inputs(example, self.static, grid_yx)
-        device = points.device
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):  # cuDNN picks its algorithms before the capture
-            for _ in range(warmup):
-                fn(self.static)
-        torch.cuda.current_stream(device).wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.static_outputs = fn(self.static)
-
-    def fits(self, inputs: NetworkInputs) -> bool:
-        return inputs_fit(inputs, self.static)
-
-    def __call__(self, inputs: NetworkInputs) -> list[torch.Tensor]:
-        pad_network_inputs(inputs, self.static, self.grid_yx)
-        self.graph.replay()
-        return [o.clone() for o in self.static_outputs]
 
 
 def onnx_providers(device: torch.device, trt_cache_dir: Path | None = None) -> list:

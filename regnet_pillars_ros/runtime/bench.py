@@ -40,7 +40,10 @@ STAGES = (
     ("backbone", "backbone"),
     ("neck", "neck"),
     ("head", "head"),
-    ("network", "network (onnxruntime, CUDA graph)"),
+    ("network", "network (onnxruntime)"),
+    # With a CUDA graph, "preprocess" is the copy of the cloud to the GPU and the graph replays
+    # the range filter, voxelization, network and top-k decoding; NMS stays in "postprocess".
+    ("graph", "filter to decoded top-k (CUDA graph)"),
     ("postprocess", "decode+NMS (postprocess)"),
     ("total", "total"),
 )
@@ -152,7 +155,7 @@ def time_preset(detector: Detector, cloud: np.ndarray, repeats: int, warmup: int
         preset=detector.preset.name,
         backend=detector.backend.name,
         precision=getattr(detector.backend, "precision", "fp32"),
-        cuda_graph=getattr(detector.backend, "cuda_graph", False),
+        cuda_graph=detector.cuda_graph,
         stages_ms=stages,
         fps=1000.0 / total,
         voxelize_share=stages["preprocess"]["median"] / total,
@@ -188,10 +191,12 @@ def network_gflop(detector: Detector, cloud: np.ndarray) -> dict[str, float]:
 
 def network_gflop_per_s(result: dict) -> float | None:
     """Achieved GFLOP/s (median times) of backbone + neck + head, or of the whole network where it
-    runs as one stage (onnxruntime, CUDA graph); None when not measured."""
+    runs in one stage (onnxruntime; a CUDA graph, whose stage also voxelizes and decodes); None
+    when not measured."""
     stages = result["stages_ms"]
-    parts = NETWORK_PARTS if "network" in stages else NETWORK_PARTS[1:]
-    seconds = sum(stages[k]["median"] for k in ("network", *NETWORK_PARTS[1:]) if k in stages) / 1e3
+    one_stage = [k for k in ("network", "graph") if k in stages]
+    parts = NETWORK_PARTS if one_stage else NETWORK_PARTS[1:]
+    seconds = sum(stages[k]["median"] for k in (*one_stage, *NETWORK_PARTS[1:]) if k in stages) / 1e3
     gflop = sum(result.get("gflop", {}).get(k, 0.0) for k in parts)
     return gflop / seconds if gflop and seconds else None
 
