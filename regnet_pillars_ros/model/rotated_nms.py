@@ -215,8 +215,8 @@ def nms_rotated_bev(boxes: Tensor, scores: Tensor, iou_threshold: float, groups:
     suppressed when its IoU with an already kept box of the same group (``groups [N]`` int64, e.g.
     class labels; one group if None) is strictly greater than ``iou_threshold``. Per group the
     result is that of a separate call on the group's boxes (batched NMS in one pass).
-    Host synchronisations on a GPU for a threshold >= 0, whatever the number of groups: three
-    for up to ``_DENSE_PAIRS_MAX_BOXES`` boxes, four above.
+    Host synchronisations on a GPU for a threshold >= 0, whatever the number of groups: two
+    for up to ``_DENSE_PAIRS_MAX_BOXES`` boxes, three above.
     """
     n = boxes.shape[0]
     if n == 0:
@@ -232,13 +232,14 @@ def nms_rotated_bev(boxes: Tensor, scores: Tensor, iou_threshold: float, groups:
         i, j = i[same], j[same]
     else:
         i, j = _candidate_pairs(b, g, iou_threshold)
-    over = (_indexed_iou(b, b, i, j) > iou_threshold).nonzero().squeeze(1)
-    i, j = i[over], j[over]
-    # The greedy pass is sequential: it runs on the host over the suppressing pairs only, sorted
-    # by their higher-scored box, for one device-to-host copy instead of a sync per box.
-    by_row = torch.sort(i, stable=True).indices
-    pairs = torch.stack((i[by_row], j[by_row])).cpu().numpy()
-    return order[torch.from_numpy(_greedy_keep(n, pairs[0], pairs[1])).to(boxes.device)]
+    over = _indexed_iou(b, b, i, j) > iou_threshold
+    # The greedy pass is sequential: it runs on the host over the suppressing pairs, sorted by
+    # their higher-scored box. The candidate pairs and their verdicts travel in one
+    # device-to-host copy (selecting the suppressing ones on a GPU first would cost a sync).
+    rows, cols, suppress = torch.stack((i, j, over.to(i.dtype))).cpu().numpy()
+    rows, cols = rows[suppress == 1], cols[suppress == 1]
+    by_row = np.argsort(rows, kind="stable")
+    return order[torch.from_numpy(_greedy_keep(n, rows[by_row], cols[by_row])).to(boxes.device)]
 
 
 def _greedy_keep(n: int, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
