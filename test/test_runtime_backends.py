@@ -119,6 +119,7 @@ def test_torch_cuda_graph_matches_cpu(points, reference):
     empty = detector(np.full((100, points.shape[1]), np.nan, np.float32))  # replayed: no pillar, no box
     assert len(empty) == 0 and empty.stats["points_nonfinite"] == 100 and empty.stats["pillars"] == 0
     assert detector(points).stats == reference.stats
+    assert detector.cuda_graph  # replayed, never fell back to eager frames
 
 
 def test_fixed_size_frame_gives_the_eager_detections(points, reference):
@@ -136,6 +137,20 @@ def test_fixed_size_frame_gives_the_eager_detections(points, reference):
     np.testing.assert_array_equal(labels.numpy(), reference.labels)
     np.testing.assert_allclose(boxes.numpy(), reference.boxes, atol=1e-5)
     np.testing.assert_allclose(scores.numpy(), reference.scores, atol=1e-6)
+
+
+def test_failed_graph_capture_falls_back_to_eager_frames(points, reference, monkeypatch, caplog):
+    """A capture that fails (an operation the GPU's capture refuses) costs no frame: it is logged
+    and the detector runs eagerly from then on. (No GPU here: the capture's failure is forced.)"""
+    detector = Detector.from_preset(PRESET, FIXTURE / "checkpoint.pth")
+    detector.cuda_graph = True
+
+    def refuse(cloud):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(detector, "_captured_frame", refuse)
+    assert_same_detections(detector(points), reference)
+    assert not detector.cuda_graph and "capturing the CUDA graph failed" in caplog.text
 
 
 class SyncRecorder(TorchDispatchMode):

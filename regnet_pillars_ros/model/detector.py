@@ -5,7 +5,7 @@ import logging
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 import torch
@@ -222,28 +222,14 @@ class Detector:
         timings: dict[str, float] = {}
         start = time.perf_counter()
         cloud = as_model_points(points)
-        if self.cuda_graph and cloud.shape[0]:
-            with self._stage(timings, "preprocess", always=True):
-                captured = self._captured_frame(cloud)
-                captured.load(cloud)
-            with self._stage(timings, "graph", always=True):
-                *decoded, counts = captured.replay()
-                nonfinite, in_range, pillars, overflow = counts.tolist()
-            stats = {"points_in": int(cloud.shape[0]), "points_nonfinite": nonfinite, "points_in_range": in_range,
-                     "pillars": pillars, "pillar_overflow": overflow}
-        else:
-            with self._stage(timings, "preprocess", always=True):
-                pillars_in, stats = self.preprocess(cloud)
-            if pillars_in.num_pillars:
-                with self._stage(timings, "inference", always=True):
-                    maps = self.backend(pillars_in.network_inputs(), self._fine_stage(timings))
-        if stats["pillars"] == 0:
+        replayed = self._replay_frame(cloud, timings) if self.cuda_graph and cloud.shape[0] else None
+        candidates, stats = replayed or self._run_frame(cloud, timings)
+        if candidates is None:
             empty = Detections.empty(self.preset.class_names, self.preset.box_code_size)
             empty.stats, empty.timings_ms = stats, {**timings, "total": (time.perf_counter() - start) * 1e3}
             return empty
         with self._stage(timings, "postprocess", always=True):
-            candidates = Candidates(*decoded) if self.cuda_graph else self.candidates(maps)
-            boxes, scores, labels = postprocess(candidates, self.postprocess_config())
+            boxes, scores, labels = postprocess(candidates(), self.postprocess_config())
             # One device-to-host copy for the frame's results (labels < 2^24 are exact in float32).
             rows = torch.cat((boxes.float(), scores.float()[:, None], labels.float()[:, None]), dim=1).cpu().numpy()
             result = Detections(
@@ -255,6 +241,35 @@ class Detector:
         timings["total"] = (time.perf_counter() - start) * 1e3
         result.timings_ms, result.stats = timings, stats
         return result
+
+    def _run_frame(self, cloud: torch.Tensor, timings: dict[str, float]) -> tuple[Callable[[], Candidates] | None, dict[str, int]]:
+        """Preprocessing and network, eagerly: (the decoding of the head maps, to be timed with the
+        postprocessing, or None without pillars; the frame's counts)."""
+        with self._stage(timings, "preprocess", always=True):
+            pillars, stats = self.preprocess(cloud)
+        if pillars.num_pillars == 0:
+            return None, stats
+        with self._stage(timings, "inference", always=True):
+            maps = self.backend(pillars.network_inputs(), self._fine_stage(timings))
+        return lambda: self.candidates(maps), stats
+
+    def _replay_frame(self, cloud: torch.Tensor, timings: dict[str, float]) -> tuple[Callable[[], Candidates] | None, dict[str, int]] | None:
+        """`_run_frame` through the CUDA graph of `fixed_size_frame`; None (and eager frames from
+        then on, said in the log) if the graph cannot be captured."""
+        with self._stage(timings, "preprocess", always=True):
+            try:
+                captured = self._captured_frame(cloud)
+            except RuntimeError as err:  # an operation the capture refused: the frame still runs
+                log.error("preset %s: capturing the CUDA graph failed, running eagerly from now on: %s", self.preset.name, err)
+                self.cuda_graph, self._captured = False, None
+                return None
+            captured.load(cloud)
+        with self._stage(timings, "graph", always=True):
+            *decoded, counts = captured.replay()
+            nonfinite, in_range, pillars, overflow = counts.tolist()
+        stats = {"points_in": int(cloud.shape[0]), "points_nonfinite": nonfinite, "points_in_range": in_range,
+                 "pillars": pillars, "pillar_overflow": overflow}
+        return (lambda: Candidates(*decoded)) if pillars else None, stats
 
     def fixed_size_frame(self, cloud: torch.Tensor, count: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The steps of a frame whose tensor sizes do not depend on the cloud, as a CUDA graph
