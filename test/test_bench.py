@@ -44,6 +44,8 @@ def test_tiny_bench_reports_every_field(tmp_path, capsys):
     assert result["memory_mib"]["cpu_peak_rss"] > 0
     assert set(result["gflop"]) == {"encoder", "backbone", "neck", "head"}
     assert f"| {sum(result['gflop'].values()):.1f} (" in out
+    assert result["voxelize_ms"] > 0  # the voxelization alone, reported next to the frame's stages
+    assert f"| {result['voxelize_ms']:.2f} | {result['frame']['detections']} |" in out
     assert (tmp_path / "out" / "bench.md").read_text() in out  # the printed table is the written one
     assert f"| {PRESET} | torch fp32 | {result['frame']['points_in_range']} | {result['frame']['pillars']} |" in out
 

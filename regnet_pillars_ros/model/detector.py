@@ -312,13 +312,14 @@ class Detector:
         if not (always or self.profile_stages):
             yield
             return
-        self._sync()
+        self.synchronize()
         start = time.perf_counter()
         yield
-        self._sync()
+        self.synchronize()
         timings[name] = (time.perf_counter() - start) * 1e3
 
-    def _sync(self) -> None:
+    def synchronize(self) -> None:
+        """Wait for the detector's device (a no-op on the CPU)."""
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 

@@ -12,8 +12,10 @@ import math
 import os
 import platform
 import resource
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +25,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ..model import Detector
 from ..model.bundled import PLACEHOLDER
-from ..model.detector import resolve_device
+from ..model.detector import as_model_points, resolve_device, usable_points
 from ..model.network import PointPillarsNet
+from ..model.voxelize import VoxelGrid, voxelize, voxelize_fixed
 from ..pointfiles import read_points
 
 REALDATA = Path(__file__).resolve().parents[2].parent / "shared" / "realdata"
@@ -76,6 +79,7 @@ class PresetResult:
     fps: float
     voxelize_share: float  # preprocess median / total median
     nms_share: float  # postprocess median / total median
+    voxelize_ms: float  # median of the voxelization alone (`voxelization_ms`), not part of the frame's stages
     frame: dict[str, int]  # points in, in range, pillars, overflow, detections
     # cpu_peak_rss: process peak so far (grows over the presets of one run); gpu_max_allocated: this preset
     memory_mib: dict[str, float]
@@ -166,7 +170,29 @@ def time_preset(detector: Detector, cloud: np.ndarray, repeats: int, warmup: int
         weights=detector.source,
         samples_ms=samples,
         gflop=network_gflop(detector, cloud),
+        voxelize_ms=voxelization_ms(detector, cloud, repeats),
     )
+
+
+def voxelization_ms(detector: Detector, cloud: np.ndarray, repeats: int) -> float:
+    """Median ms of the voxelization alone on the detector's device, of the cloud's points in range
+    already there: `voxelize` (two host synchronisations), or with a CUDA graph `voxelize_fixed`,
+    timed eagerly here (an upper bound of its share of the graph: its kernels launched one by one)."""
+    p, device = detector.preset, detector.device
+    points, _ = usable_points(as_model_points(cloud).to(device), p.point_cloud_range)
+    if detector.cuda_graph:
+        grid, usable = VoxelGrid.of(p.point_cloud_range, p.voxel_size, device), torch.ones(points.shape[0], dtype=torch.bool, device=device)
+        run = partial(voxelize_fixed, points, usable, grid, p.max_num_points, p.max_voxels)
+    else:
+        run = partial(voxelize, points, p.point_cloud_range, p.voxel_size, p.max_num_points, p.max_voxels)
+    samples = []
+    for _ in range(repeats + 1):  # the first run warms up
+        detector.synchronize()
+        start = time.perf_counter()
+        run()
+        detector.synchronize()
+        samples.append((time.perf_counter() - start) * 1e3)
+    return float(np.median(samples[1:]))
 
 
 NETWORK_PARTS = ("encoder", "backbone", "neck", "head")
@@ -294,9 +320,9 @@ def markdown_table(report: dict[str, Any]) -> str:
         "Times in ms, median / p90.",
         "",
         "| preset | backend | points in range | pillars | " + " | ".join(label for _, label in STAGES)
-        + " | fps | peak mem (MiB) | voxelize share | decode+NMS share | detections"
+        + " | fps | peak mem (MiB) | voxelize share | decode+NMS share | voxelization alone | detections"
         " | network GFLOP (GFLOP/s of backbone+neck+head, or of the network as one stage) |",
-        "|---" * (len(STAGES) + 10) + "|",
+        "|---" * (len(STAGES) + 11) + "|",
     ]
     for r in report["results"]:
         times = " | ".join(
@@ -305,9 +331,15 @@ def markdown_table(report: dict[str, Any]) -> str:
         memory = " / ".join(f"{v:.0f} ({k})" for k, v in r["memory_mib"].items())
         lines.append(
             f"| {r['preset']} | {variant(r)} | {r['frame']['points_in_range']} | {r['frame']['pillars']} | {times} | {r['fps']:.2f} "
-            f"| {memory} | {r['voxelize_share']:.1%} | {r['nms_share']:.1%} | {r['frame']['detections']} | {flops(r)} |"
+            f"| {memory} | {r['voxelize_share']:.1%} | {r['nms_share']:.1%} | {voxelize_alone(r)} | {r['frame']['detections']} "
+            f"| {flops(r)} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def voxelize_alone(result: dict) -> str:
+    """Median ms of the voxelization alone; '-' in reports written before it was measured."""
+    return f"{result['voxelize_ms']:.2f}" if "voxelize_ms" in result else "-"
 
 
 def flops(result: dict) -> str:
