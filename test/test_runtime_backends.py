@@ -137,6 +137,11 @@ def test_fixed_size_frame_gives_the_eager_detections(points, reference):
     np.testing.assert_array_equal(labels.numpy(), reference.labels)
     np.testing.assert_allclose(boxes.numpy(), reference.boxes, atol=1e-5)
     np.testing.assert_allclose(scores.numpy(), reference.scores, atol=1e-6)
+    # A float64 [N, 4] cloud (no intensity column) gives the same counts; no live row, no pillar.
+    four = torch.from_numpy(np.delete(cloud, 3, axis=1).astype(np.float64))
+    with torch.inference_mode():
+        assert detector.fixed_size_frame(four, torch.tensor(four.shape[0]))[-1].tolist() == counts.tolist()
+        assert detector.fixed_size_frame(four, torch.tensor(0))[-1].tolist() == [0, 0, 0, 0]
 
 
 def test_failed_graph_capture_falls_back_to_eager_frames(points, reference, monkeypatch, caplog):
