@@ -6,7 +6,7 @@
 #      TRAIN_SECONDS (0 skips it; TRAIN_INIT=checkpoint fine-tunes, TRAIN_LR sets the peak
 #      rate), checkpoint stored in float16;
 #   3. the benchmark: all nine presets in IEEE fp32 and in fp16 with a CUDA graph, the two FPN
-#      RegNet presets also in tf32 and bf16 with CUDA graphs, and the bundled trained model on
+#      RegNet presets also in fp32, tf32 and bf16 with CUDA graphs, and the bundled trained model on
 #      a simulated 10-sweep scan (realistic post-processing load) when .device-share/ holds
 #      sim_scan.npy (python -m regnet_pillars_ros.sim.preview --save-cloud writes one).
 #   4. a host-synchronisation report: one 400MF-FPN frame (fp16, with and without the CUDA graph)
@@ -73,6 +73,7 @@ bench() {  # name, then bench arguments
 fpn=(nus-regnetx-400mf-fpn nus-regnetx-1.6gf-fpn)
 bench all-fp32 --preset all --precision fp32
 bench all-fp16-graph --preset all --precision fp16 --cuda-graph
+bench fpn-fp32-graph --preset "${fpn[@]}" --precision fp32 --cuda-graph  # the graph's effect alone
 bench fpn-tf32-graph --preset "${fpn[@]}" --precision tf32 --cuda-graph
 [ -n "${BENCH_BF16-1}" ] && bench fpn-bf16-graph --preset "${fpn[@]}" --precision bf16 --cuda-graph
 if [ -f .device-share/sim_scan.npy ]; then
