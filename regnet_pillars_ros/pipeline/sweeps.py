@@ -76,9 +76,11 @@ class SweepAccumulator:
         for sweep, motion in used:
             m = sweep.points.shape[0]
             block = out[n:n + m]
-            block[:, :-1] = sweep.points
-            if motion is not None:
+            if motion is None:
+                block[:, :-1] = sweep.points
+            else:  # moved points written once, the other columns copied around them
                 block[:, :3] = motion.apply(sweep.points[:, :3].astype(np.float32, copy=False))
+                block[:, 3:-1] = sweep.points[:, 3:]
             block[:, -1] = (stamp_ns - sweep.stamp_ns) * 1e-9
             n += m
         if self.num_sweeps:
