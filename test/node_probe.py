@@ -128,7 +128,7 @@ def transform(parent: str, child: str, stamp_ns: int, x: float = 0.0,
 class Probe:
     """Publishes to and collects from detector_node; every wait is bounded by WAIT_S."""
 
-    def __init__(self, context, watch: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, context, watch: Callable[[], None] = lambda: None, markers: bool = True) -> None:
         self.watch = watch  # raises when the node under test has died
         self.node = rclpy.create_node("detector_probe", context=context)
         n = self.node
@@ -145,11 +145,12 @@ class Probe:
         reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
         for kind, topic, store, qos in (
                 (Detection3DArray, f"{NODE}/output/objects", self.objects, reliable),
-                (MarkerArray, f"{NODE}/output/markers", self.markers, reliable),
+                (MarkerArray, f"{NODE}/output/markers", self.markers if markers else None, reliable),
                 (LabelInfo, f"{NODE}/output/label_info", self.labels, LATCHED),
                 (PointCloud2, f"{NODE}/output/velocities", self.velocities, reliable),
                 (DiagnosticArray, "/diagnostics", self.diagnostics, reliable)):
-            n.create_subscription(kind, topic, self._collector(store), qos)
+            if store is not None:
+                n.create_subscription(kind, topic, self._collector(store), qos)
         self._set = n.create_client(SetParameters, f"{NODE}/set_parameters")
         self._set_atomic = n.create_client(SetParametersAtomically,
                                            f"{NODE}/set_parameters_atomically")
@@ -261,11 +262,12 @@ def stamp_ns_of(stamp) -> int:
 
 
 @contextmanager
-def probe_of(node: "NodeProcess") -> Iterator["Probe"]:
-    """A Probe in its own rclpy context once `node` has published LabelInfo; stops both after."""
+def probe_of(node: "NodeProcess", markers: bool = True) -> Iterator["Probe"]:
+    """A Probe in its own rclpy context once `node` has published LabelInfo; stops both after.
+    `markers=False`: no subscription to the markers, which the node then does not build."""
     context = rclpy.Context()
     rclpy.init(context=context)
-    probe = Probe(context, watch=node.check)
+    probe = Probe(context, watch=node.check, markers=markers)
     try:
         probe.wait(lambda: probe.labels, "LabelInfo from the starting node")
         yield probe

@@ -315,7 +315,12 @@ class DetectorNode(Node):
 
     def _publish(self, dets: Detections, header: Header, live: dict) -> None:
         self._pub_objects.publish(detection_array(dets, header, live["class_id_format"]))
-        self._pub_markers.publish(detection_markers(dets, header, live["_markers"]))
+        # Building markers costs about 0.2 ms a box in Python (100 ms for 500 boxes on a 2-core
+        # CPU): only while someone (RViz) subscribes.
+        if self._pub_markers.get_subscription_count():
+            self._pub_markers.publish(detection_markers(dets, header, live["_markers"]))
+        else:
+            self.health.count("frames_without_marker_subscriber")
         if dets.has_velocity:
             self._pub_velocity.publish(velocity_cloud(dets, header))
 
