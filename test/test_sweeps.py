@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from regnet_pillars_ros.pipeline.sweeps import SweepAccumulator
 from regnet_pillars_ros.pipeline.transforms import Transform, TransformBuffer
@@ -16,9 +17,13 @@ def wxyz(q):
     return (q[1], q[2], q[3], q[0])
 
 
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"))]
+
+
 @pytest.mark.skipif(not (REALDATA / "composite_10sweeps_lyft_val_poses.npy").exists(),
                     reason=f"real data not found under {REALDATA}")
-def test_accumulation_matches_the_reference_on_real_lyft_ego_poses():
+@pytest.mark.parametrize("device", DEVICES)
+def test_accumulation_matches_the_reference_on_real_lyft_ego_poses(device):
     """Reference: the same cloud used as key frame and 10 past sweeps placed with the sweep ->
     key transforms of a Lyft validation sample (built offline as p' = R p + t). We replay the
     ego trajectory as a /tf-like tree (map -> base dynamic, base -> lidar static)."""
@@ -38,14 +43,15 @@ def test_accumulation_matches_the_reference_on_real_lyft_ego_poses():
         buf.set_transform("map", "base", round(s["timestamp_us"] * 1000), Transform.from_xyz_quat(
             s["ego2global_translation"], wxyz(s["ego2global_rotation_wxyz"])))
 
-    acc = SweepAccumulator(num_sweeps=10)
+    acc = SweepAccumulator(num_sweeps=10, device=device)  # on a GPU: kept and stacked there
     for s, pts in frames:
         stamp = round(s["timestamp_us"] * 1000)
         out = acc.add(pts, stamp, buf.lookup("map", "lidar", stamp))
     assert out.sweeps == 11 and not out.ego_motion_missing
-    assert out.points.shape == (reference.shape[0], 4)
-    np.testing.assert_allclose(out.points[:, :3], reference[:, :3], atol=1e-4)
-    np.testing.assert_allclose(out.points[:, 3], reference[:, 4], atol=1e-5)
+    assert out.points.shape == (reference.shape[0], 4) and out.points.device.type == device
+    stacked = out.points.cpu().numpy()
+    np.testing.assert_allclose(stacked[:, :3], reference[:, :3], atol=1e-4)
+    np.testing.assert_allclose(stacked[:, 3], reference[:, 4], atol=1e-5)
 
 
 def straight_line_pose(t_s: float) -> Transform:
