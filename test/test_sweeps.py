@@ -106,3 +106,13 @@ def test_zero_sweeps_keeps_nothing_and_bad_arguments_are_refused():
         SweepAccumulator(2, missing_policy="guess")
     with pytest.raises(ValueError, match=r"\[N, >=3\]"):
         acc.add(np.zeros((3, 2), np.float32), 1, None)
+
+
+def test_views_with_any_row_stride_are_taken():
+    """A PointCloud2 view whose rows are 13 bytes apart (x, y, z float32 and a uint8): torch
+    tensors need strides in whole elements, so such a view is copied first."""
+    raw = np.zeros(13 * 4, np.uint8)
+    xyz = np.ndarray((4, 3), np.float32, buffer=raw, offset=0, strides=(13, 4))
+    xyz[:] = np.arange(12, dtype=np.float32).reshape(4, 3)
+    out = SweepAccumulator(num_sweeps=1).add(xyz, 0, Transform.identity())
+    np.testing.assert_array_equal(out.points[:, :3], np.arange(12).reshape(4, 3))

@@ -70,7 +70,9 @@ class SweepAccumulator:
         remember it as the newest past sweep."""
         if points.ndim != 2 or points.shape[1] < 3:
             raise ValueError(f"points must be [N, >=3], got shape {tuple(points.shape)}")
-        points = torch.as_tensor(points).to(self.device, torch.float32)
+        if isinstance(points, np.ndarray):  # rows may be strided by any byte count (PointCloud2 views)
+            points = torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32))
+        points = points.to(self.device, torch.float32)
         if self._past and (stamp_ns <= self._past[0].stamp_ns
                            or self._past[0].points.shape[1] != points.shape[1]):
             self.reset()  # time went back (bag loop) or the cloud layout changed
