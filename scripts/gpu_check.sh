@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # One GPU session on a lent device machine (one NVIDIA GPU, Python 3.12 with a CUDA torch, a
 # CPU-only onnxruntime, no network), run from the source tree with that machine's torch:
-#   1. the CUDA-gated tests (torch CUDA backends vs CPU, CUDA graph, voxelization, rotated NMS,
-#      sweep stacking on the GPU);
+#   1. the CUDA-gated tests (torch CUDA backends vs CPU, CUDA graph, voxelization, rotated NMS);
 #   2. training of the default model (nus-regnetx-400mf-fpn on synthetic scans) for
 #      TRAIN_SECONDS (0 skips it; TRAIN_INIT=checkpoint fine-tunes, TRAIN_LR sets the peak
 #      rate), checkpoint stored in float16;
@@ -43,7 +42,7 @@ fi
 if [[ " $STAGES " == *" tests "* ]]; then
 echo "== 1. CUDA tests"
 timeout 240 python3 -m pytest -q -p no:cacheprovider -o addopts="" test/test_runtime_backends.py \
-    test/test_model_components.py test/test_rotated_nms.py test/test_sweeps.py -k "cuda or onnx" -rA >"$work/tests.txt" 2>&1
+    test/test_model_components.py test/test_rotated_nms.py -k "cuda or onnx" -rA >"$work/tests.txt" 2>&1
 tail -n 15 "$work/tests.txt"
 pack
 fi

@@ -141,7 +141,7 @@ class _SceneReplay:
         self.detector, self.config, self.scene = detector, config, scene
         self.keys: dict[int, KeyFrame] = {}
         self.tf = config.sweeps.transform_buffer()
-        self.sweeps = config.sweeps.accumulator(detector.preset.sweeps_num, detector.device)
+        self.sweeps = config.sweeps.accumulator(detector.preset.sweeps_num)
         self.frames: list[FrameResult] = []
         self.done: set[int] = set()
 

@@ -323,7 +323,7 @@ class Detector:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    def warmup(self, points: np.ndarray | torch.Tensor | None = None, num_points: int = 2000) -> None:
+    def warmup(self, points: np.ndarray | None = None, num_points: int = 2000) -> None:
         """Run one frame so that the first real frame pays no start-up costs: on `points` (a
         recent cloud, which also sizes a CUDA graph's buffers), or on a small synthetic cloud."""
         self(synthetic_cloud(self.preset, num_points) if points is None else points)

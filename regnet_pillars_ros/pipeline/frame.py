@@ -15,8 +15,6 @@ from .sweeps import SweepAccumulator
 from .transforms import TransformBuffer
 
 if TYPE_CHECKING:
-    import torch
-
     from ..model import Detections, Detector
 
 MODEL_BOX_BOUND = 100_000  # above any preset's nms_pre x classes
@@ -43,16 +41,15 @@ class SweepSettings:
     ego_motion_source: str = "tf"
     tf_tolerance_s: float = 0.1
 
-    def accumulator(self, preset_sweeps: int, device: "torch.device | str" = "cpu") -> SweepAccumulator:
-        """Sweeps kept and stacked on `device` (the detector's: a GPU stacks without a host pass)."""
+    def accumulator(self, preset_sweeps: int) -> SweepAccumulator:
         return SweepAccumulator(preset_sweeps if self.num_sweeps < 0 else self.num_sweeps,
-                                self.missing_ego_motion, self.sweep_max_age_s or None, device)
+                                self.missing_ego_motion, self.sweep_max_age_s or None)
 
     def transform_buffer(self) -> TransformBuffer:
         return TransformBuffer(tolerance_s=self.tf_tolerance_s)
 
 
-def detect(detector: "Detector", points: "np.ndarray | torch.Tensor", out: OutputFilter) -> "Detections":
+def detect(detector: "Detector", points: np.ndarray, out: OutputFilter) -> "Detections":
     """Run ``detector`` on stacked ``points`` and keep what ``out`` lets through."""
     thresholds = class_thresholds(detector.preset.class_names, out.score_threshold,
                                   out.class_thresholds)

@@ -3,8 +3,6 @@
 Matches the models' test pipeline (MODEL_SPEC b): rows of the current sweep first (dt = 0), then
 the past sweeps newest first, each with xyz moved through the ego motion between the two stamps
 and dt = t_current - t_sweep in seconds as the last column.
-The sweeps are kept as torch tensors on a chosen device: on a GPU each cloud is uploaded once,
-and the stacking of the past sweeps runs there.
 """
 from __future__ import annotations
 
@@ -12,7 +10,6 @@ from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from .transforms import Transform
 
@@ -21,18 +18,17 @@ MISSING_POLICIES = ("single", "uncompensated")
 
 @dataclass(frozen=True)
 class _Sweep:
-    points: torch.Tensor  # [N, C] float32 in the sensor frame of its own stamp, on the accumulator's device
+    points: np.ndarray  # [N, C] float32 in the sensor frame of its own stamp
     stamp_ns: int
     pose: Transform | None  # T_fixed_sensor at stamp_ns, None when ego motion was unknown
 
 
 @dataclass(frozen=True)
 class Accumulated:
-    """points: float32 [M, C + 1] (input columns, then dt) on the accumulator's device; sweeps:
-    clouds stacked (current included); ego_motion_missing: a past sweep was skipped or stacked
-    without compensation."""
+    """points: float32 [M, C + 1] (input columns, then dt); sweeps: clouds stacked (current
+    included); ego_motion_missing: a past sweep was skipped or stacked without compensation."""
 
-    points: torch.Tensor
+    points: np.ndarray
     sweeps: int
     ego_motion_missing: bool
 
@@ -42,12 +38,11 @@ class SweepAccumulator:
 
     ``missing_policy`` says what to do with a past sweep when a pose is missing (for it or for
     the current cloud): 'single' leaves it out, 'uncompensated' stacks it unmoved.
-    Sweeps older than ``max_age_s`` (if given) are left out. Clouds are kept and stacked on
-    ``device``.
+    Sweeps older than ``max_age_s`` (if given) are left out.
     """
 
     def __init__(self, num_sweeps: int, missing_policy: str = "single",
-                 max_age_s: float | None = None, device: torch.device | str = "cpu"):
+                 max_age_s: float | None = None):
         if num_sweeps < 0:
             raise ValueError(f"num_sweeps must be >= 0, got {num_sweeps}")
         if missing_policy not in MISSING_POLICIES:
@@ -56,7 +51,6 @@ class SweepAccumulator:
         self.num_sweeps = num_sweeps
         self.missing_policy = missing_policy
         self.max_age_ns = None if max_age_s is None else int(max_age_s * 1e9)
-        self.device = torch.device(device)
         self._past: deque[_Sweep] = deque(maxlen=num_sweeps)
 
     def reset(self) -> None:
@@ -65,20 +59,17 @@ class SweepAccumulator:
     def __len__(self) -> int:
         return len(self._past)
 
-    def add(self, points: np.ndarray | torch.Tensor, stamp_ns: int, pose: Transform | None) -> Accumulated:
-        """Stack ``points`` [N, C >= 3] (current sensor frame) with the kept past sweeps, then
-        remember it as the newest past sweep."""
+    def add(self, points: np.ndarray, stamp_ns: int, pose: Transform | None) -> Accumulated:
+        """Stack ``points`` [N, C >= 3] (float32, current sensor frame) with the kept past
+        sweeps, then remember it as the newest past sweep."""
         if points.ndim != 2 or points.shape[1] < 3:
-            raise ValueError(f"points must be [N, >=3], got shape {tuple(points.shape)}")
-        if isinstance(points, np.ndarray):  # rows may be strided by any byte count (PointCloud2 views)
-            points = torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32))
-        points = points.to(self.device, torch.float32)
+            raise ValueError(f"points must be [N, >=3], got shape {points.shape}")
         if self._past and (stamp_ns <= self._past[0].stamp_ns
                            or self._past[0].points.shape[1] != points.shape[1]):
             self.reset()  # time went back (bag loop) or the cloud layout changed
         used, missing = self._select(stamp_ns, pose)
-        out = torch.empty((points.shape[0] + sum(s.points.shape[0] for s, _ in used), points.shape[1] + 1),
-                          dtype=torch.float32, device=self.device)
+        out = np.empty((points.shape[0] + sum(s.points.shape[0] for s, _ in used),
+                        points.shape[1] + 1), np.float32)
         n = points.shape[0]
         out[:n, :-1] = points
         out[:n, -1] = 0.0
@@ -88,8 +79,7 @@ class SweepAccumulator:
             if motion is None:
                 block[:, :-1] = sweep.points
             else:  # moved points written once, the other columns copied around them
-                matrix = torch.from_numpy(motion.matrix().astype(np.float32)).to(self.device)
-                block[:, :3] = torch.addmm(matrix[:3, 3], sweep.points[:, :3], matrix[:3, :3].T)
+                block[:, :3] = motion.apply(sweep.points[:, :3].astype(np.float32, copy=False))
                 block[:, 3:-1] = sweep.points[:, 3:]
             block[:, -1] = (stamp_ns - sweep.stamp_ns) * 1e-9
             n += m

@@ -89,7 +89,7 @@ class DetectorNode(Node):
         if self._param("keep_freed_memory") and not keep_freed_memory():
             self.get_logger().warning("keep_freed_memory: this C library has no glibc mallopt; left as is")
         self.health = Health()
-        self._last_cloud: torch.Tensor | None = None  # a model swap warms the new model on it
+        self._last_cloud: np.ndarray | None = None  # a model swap warms the new model on it
         self._serve(self._load(self._param("preset"), self._param("checkpoint")))
         self._live: dict = {}
         self._apply_live({s.name: self._param(s.name) for s in P.PARAMS if not s.read_only},
@@ -100,7 +100,7 @@ class DetectorNode(Node):
                                   for f in dataclasses.fields(SweepSettings)})
         self._tf = sweeps.transform_buffer()
         self._tf_cond = threading.Condition()
-        self._sweeps = sweeps.accumulator(self._model.detector.preset.sweeps_num, self._model.detector.device)
+        self._sweeps = sweeps.accumulator(self._model.detector.preset.sweeps_num)
 
         self._pub_objects = self.create_publisher(Detection3DArray, "~/output/objects", RELIABLE)
         self._pub_markers = self.create_publisher(MarkerArray, "~/output/markers", RELIABLE)

@@ -118,7 +118,7 @@ def make_sample(scene: Scene, key: SimSweep, past: Sequence[SimSweep]) -> Sample
     accumulator = SweepAccumulator(len(past))
     for sweep in reversed(past):
         accumulator.add(sweep.points[:, :4], sweep.stamp_ns, sweep.sensor_pose)
-    points = accumulator.add(key.points[:, :4], key.stamp_ns, key.sensor_pose).points.numpy()
+    points = accumulator.add(key.points[:, :4], key.stamp_ns, key.sensor_pose).points
     gt = boxes_in_frame(scene, key.time, key.sensor_pose).astype(np.float32)
     counts = np.bincount(key.hit[key.hit != GROUND], minlength=len(gt) + len(scene.clutter))
     return Sample(points, gt, scene.labels.copy(), counts[:len(gt)], key, tuple(past))
