@@ -319,9 +319,11 @@ class Detector:
         timings[name] = (time.perf_counter() - start) * 1e3
 
     def synchronize(self) -> None:
-        """Wait for the detector's device (a no-op on the CPU)."""
+        """Wait for the work this thread queued on the detector's device (a no-op on the CPU).
+        The current stream only, not the whole device: during a model swap another thread may be
+        capturing a CUDA graph, which a device-wide synchronisation would break."""
         if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+            torch.cuda.current_stream(self.device).synchronize()
 
     def warmup(self, points: np.ndarray | None = None, num_points: int = 2000) -> None:
         """Run one frame so that the first real frame pays no start-up costs: on `points` (a

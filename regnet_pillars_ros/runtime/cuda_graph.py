@@ -35,7 +35,10 @@ class CapturedFrame:
                 fn(self.cloud, self.count)
         torch.cuda.current_stream(device).wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        # thread_local: a model swap captures the new model's graph on the loader thread while the
+        # inference thread keeps running (and synchronising) frames of the old one; by default
+        # such calls from any thread would abort the capture.
+        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
             self.outputs = fn(self.cloud, self.count)
 
     def fits(self, cloud: torch.Tensor) -> bool:
