@@ -1,6 +1,7 @@
 """Runtime backends: ONNX export and onnxruntime against torch fp32 CPU, provider order, CUDA paths."""
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -191,6 +192,34 @@ def test_fixed_size_frame_needs_no_host_synchronisation(points):
             detector.preprocess(points)
     assert graphed.ops > 100 and graphed.uncapturable == []
     assert {"aten.nonzero.default", "aten.index.Tensor", "aten.lift_fresh.default"} <= set(eager.uncapturable)
+
+
+@needs_cuda
+def test_cuda_graph_capture_while_another_detector_runs_frames(points, reference):
+    """A model swap: the new detector captures its graph on one thread while the old one keeps
+    replaying frames on another; no frame fails and neither falls back to eager frames."""
+    old = Detector.from_preset(PRESET, FIXTURE / "checkpoint.pth", device="cuda", cuda_graph=True)
+    old(points)
+    frames, errors, stop = [], [], threading.Event()
+
+    def run_old():
+        try:
+            while not stop.is_set():
+                frames.append(old(points))
+        except Exception as exc:  # reported below, in the test's thread
+            errors.append(exc)
+
+    worker = threading.Thread(target=run_old)
+    worker.start()
+    try:
+        new = Detector.from_preset(PRESET, FIXTURE / "checkpoint.pth", device="cuda", cuda_graph=True)
+        new.warmup(points)
+    finally:
+        stop.set()
+        worker.join()
+    assert errors == [] and len(frames) > 0 and old.cuda_graph and new.cuda_graph
+    assert_same_detections(frames[-1], reference)
+    assert_same_detections(new(points), reference)
 
 
 @pytest.fixture(scope="module")
