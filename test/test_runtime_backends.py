@@ -11,6 +11,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from regnet_pillars_ros.model import Detector, get_preset
 from regnet_pillars_ros.model.checkpoint import CheckpointError
+from regnet_pillars_ros.model.detector import FRAME_COUNTS
 from regnet_pillars_ros.model.postprocess import Candidates, physical_bev, postprocess
 from regnet_pillars_ros.model.rotated_nms import rotated_iou_bev
 from regnet_pillars_ros.runtime.backends import onnx_providers
@@ -133,7 +134,7 @@ def test_fixed_size_frame_gives_the_eager_detections(points, reference):
         *decoded, counts = detector.fixed_size_frame(buffer, torch.tensor(cloud.shape[0]))
         boxes, scores, labels = postprocess(Candidates(*decoded), detector.postprocess_config())
     eager = detector(cloud)
-    stats = dict(zip(("points_nonfinite", "points_in_range", "pillars", "pillar_overflow"), counts.tolist()))
+    stats = dict(zip(FRAME_COUNTS, counts.tolist()))
     assert stats == {key: eager.stats[key] for key in stats} and stats["points_nonfinite"] == 7
     np.testing.assert_array_equal(labels.numpy(), reference.labels)
     np.testing.assert_allclose(boxes.numpy(), reference.boxes, atol=1e-5)

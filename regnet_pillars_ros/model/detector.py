@@ -26,6 +26,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# A frame's counts after "points_in", in the order `fixed_size_frame` returns them.
+FRAME_COUNTS = ("points_nonfinite", "points_in_range", "pillars", "pillar_overflow")
+
+
+def frame_stats(points_in: int, counts: list[int]) -> dict[str, int]:
+    """The `Detections.stats` of a frame: its points, then `counts` in `FRAME_COUNTS` order."""
+    return {"points_in": points_in, **dict(zip(FRAME_COUNTS, counts, strict=True))}
+
 
 def as_model_points(points: np.ndarray | torch.Tensor) -> torch.Tensor:
     """Validate a cloud and return it as a tensor without copying it.
@@ -189,13 +197,7 @@ class Detector:
         # costs the host no pass over the points.
         in_range, nonfinite = usable_points(cloud.to(self.device), p.point_cloud_range)
         pillars = voxelize(in_range, p.point_cloud_range, p.voxel_size, p.max_num_points, p.max_voxels)
-        stats = {
-            "points_in": int(cloud.shape[0]),
-            "points_nonfinite": int(nonfinite),
-            "points_in_range": int(in_range.shape[0]),
-            "pillars": pillars.num_pillars,
-            "pillar_overflow": pillars.overflow,
-        }
+        stats = frame_stats(int(cloud.shape[0]), [int(nonfinite), int(in_range.shape[0]), pillars.num_pillars, pillars.overflow])
         return pillars, stats
 
     def anchors(self, level: int, feature_hw: tuple[int, int]) -> torch.Tensor:
@@ -266,17 +268,15 @@ class Detector:
             captured.load(cloud)
         with self._stage(timings, "graph", always=True):
             *decoded, counts = captured.replay()
-            nonfinite, in_range, pillars, overflow = counts.tolist()
-        stats = {"points_in": int(cloud.shape[0]), "points_nonfinite": nonfinite, "points_in_range": in_range,
-                 "pillars": pillars, "pillar_overflow": overflow}
-        return (lambda: Candidates(*decoded)) if pillars else None, stats
+            stats = frame_stats(int(cloud.shape[0]), counts.tolist())
+        return (lambda: Candidates(*decoded)) if stats["pillars"] else None, stats
 
     def fixed_size_frame(self, cloud: torch.Tensor, count: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The steps of a frame whose tensor sizes do not depend on the cloud, as a CUDA graph
         replays them: the first `count` (a 0-d tensor) rows of `cloud` [N, 4|5] range-filtered,
         voxelized (`voxelize_fixed`), through the network (torch backend) and decoded into the
-        top-k candidates. Returns the `Candidates` fields, then [points_nonfinite,
-        points_in_range, pillars, pillar_overflow] as a tensor; no host synchronisation."""
+        top-k candidates. Returns the `Candidates` fields, then the frame's counts in
+        `FRAME_COUNTS` order as a tensor; no host synchronisation."""
         p = self.preset
         points = model_columns(cloud)
         present = torch.arange(points.shape[0], device=points.device) < count
