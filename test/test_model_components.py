@@ -15,7 +15,7 @@ from regnet_pillars_ros.model.backbones import regnet_stages
 from regnet_pillars_ros.model.checkpoint import random_state_dict
 from regnet_pillars_ros.model.head import decode_boxes, encode_boxes, level_anchors
 from regnet_pillars_ros.model.network import PointPillarsNet
-from regnet_pillars_ros.model.pillars import HardVFE
+from regnet_pillars_ros.model.pillars import HardVFE, project_rows
 from regnet_pillars_ros.model.postprocess import Candidates, PostprocessConfig, limit_period, multiclass_nms, physical_bev
 from regnet_pillars_ros.model.rotated_nms import nms_rotated_bev
 from regnet_pillars_ros.model.voxelize import PAD_SPREAD, VoxelGrid, voxelize, voxelize_fixed
@@ -205,6 +205,23 @@ def test_sparse_vfe_equals_padded_reference(name, folded):
         ours = run.pts_voxel_encoder(*pillars.network_inputs())
         ref = padded_vfe_reference(net.pts_voxel_encoder, pillars, p.max_num_points)
     torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("rows, k", [(50_000, 10), (3001, 64), (1, 5), (0, 10)])
+def test_row_projection_equals_the_matrix_product(rows, k):
+    """The CPU's 1x1-convolution form of `x @ weight.T`, on a weight slice (not contiguous, as the
+    encoder's later layers take it), with gradients for training."""
+    gen = torch.Generator().manual_seed(rows + k)
+    x = torch.randn(rows, k, generator=gen, requires_grad=True)
+    weight = torch.randn(64, 2 * k, generator=gen)[:, :k].requires_grad_()
+    got = project_rows(x, weight)
+    assert got.shape == (rows, 64) and got.is_contiguous()
+    torch.testing.assert_close(got, x @ weight.t(), rtol=1e-5, atol=1e-5)
+    got.square().sum().backward()
+    grads = x.grad.clone(), weight.grad.clone()
+    x.grad = weight.grad = None
+    (x @ weight.t()).square().sum().backward()
+    torch.testing.assert_close(grads, (x.grad, weight.grad), rtol=1e-4, atol=1e-4)
 
 
 # -- anchors, coder, direction --------------------------------------------------------------------

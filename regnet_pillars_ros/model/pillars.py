@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .backbones import BN_EPS, BN_MOMENTUM
@@ -18,6 +19,19 @@ from .backbones import BN_EPS, BN_MOMENTUM
 # (layer, projected point rows, projected padding rows) -> both after BatchNorm and ReLU.
 ActivateFn = Callable[["VFELayer", torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
+
+def project_rows(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """`x @ weight.T` for rows x [N, K] and weights [C, K] -> [N, C].
+
+    On the CPU it runs as a 1x1 convolution over x seen as a channels-last image one pixel high:
+    oneDNN takes these tall, thin products (K = 10 or 64, C = 64, 230k rows) 1.4-3x faster than
+    the BLAS matrix product (the same floats here), and the output is the [N, C] rows in place.
+    Elsewhere, and in an ONNX export, it is the matrix product."""
+    n, k = x.shape
+    if x.device.type != "cpu" or n == 0 or torch.onnx.is_in_onnx_export():
+        return x @ weight.t()
+    image = x.reshape(1, 1, n, k).permute(0, 3, 1, 2)
+    return F.conv2d(image, weight.reshape(weight.shape[0], k, 1, 1)).permute(0, 2, 3, 1).reshape(n, -1)
 
 
 class VFELayer(nn.Module):
@@ -33,10 +47,10 @@ class VFELayer(nn.Module):
         """linear(x), or linear([x, pooled[index]]) without building that [P, C_in] concatenation:
         the pooled half of the weights is applied once per pillar, gathered, and the point half
         accumulated into that fresh tensor in place (no further [P, C] temporaries)."""
-        if pooled is None:
-            return self.linear(x)
         weight = self.linear.weight
-        from_pooled = pooled @ weight[:, x.shape[1]:].t()
+        if pooled is None:
+            return project_rows(x, weight)
+        from_pooled = project_rows(pooled, weight[:, x.shape[1]:])
         if index is not None:
             from_pooled = from_pooled[index]
         return from_pooled.addmm_(x, weight[:, : x.shape[1]].t())
@@ -167,7 +181,7 @@ class HardVFE(nn.Module):
         Only the point half of the projection runs per point: no [P, C] gather of the pooled
         half, no activation of every point row."""
         weight = layer.linear.weight[:, : x.shape[1]]
-        top = HardVFE._pool(x @ weight.t(), pad @ weight.t(), point_pillar, padded)
+        top = HardVFE._pool(project_rows(x, weight), project_rows(pad, weight), point_pillar, padded)
         if pooled is not None:
             top.addmm_(pooled, layer.linear.weight[:, x.shape[1]:].t())
         return top.add_(layer.shift).relu_()
