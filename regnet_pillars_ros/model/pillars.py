@@ -23,12 +23,13 @@ ActivateFn = Callable[["VFELayer", torch.Tensor, torch.Tensor], tuple[torch.Tens
 def project_rows(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """`x @ weight.T` for rows x [N, K] and weights [C, K] -> [N, C].
 
-    On the CPU it runs as a 1x1 convolution over x seen as a channels-last image one pixel high:
-    oneDNN takes these tall, thin products (K = 10 or 64, C = 64, 230k rows) 1.4-3x faster than
-    the BLAS matrix product (the same floats here), and the output is the [N, C] rows in place.
-    Elsewhere, and in an ONNX export, it is the matrix product."""
+    On a CPU with oneDNN it runs as a 1x1 convolution over x seen as a channels-last image one
+    pixel high: oneDNN takes these tall, thin products (K = 10 or 64, C = 64, 230k rows) 1.4-3x
+    faster than the BLAS matrix product (the same floats here), and the output is the [N, C] rows
+    in place. Elsewhere, and in an ONNX export, it is the matrix product."""
     n, k = x.shape
-    if x.device.type != "cpu" or n == 0 or torch.onnx.is_in_onnx_export():
+    uses_onednn = torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
+    if x.device.type != "cpu" or n == 0 or not uses_onednn or torch.onnx.is_in_onnx_export():
         return x @ weight.t()
     image = x.reshape(1, 1, n, k).permute(0, 3, 1, 2)
     return F.conv2d(image, weight.reshape(weight.shape[0], k, 1, 1)).permute(0, 2, 3, 1).reshape(n, -1)
