@@ -27,9 +27,9 @@ from .runtime.heap import keep_freed_memory
 PROG = "regnet-pillars"
 # Commands whose options their own tools parse: name -> (module with main(argv), summary, epilog).
 DELEGATED = {
-    "demo": ("regnet_pillars_ros.ros.demo", "run the ROS 2 demo (needs rclpy)", f"example:\n  {PROG} demo --help"),
+    "demo": ("regnet_pillars_ros.tools.demo", "run the ROS 2 demo (needs rclpy)", f"example:\n  {PROG} demo --help"),
     "bench-node": (
-        "regnet_pillars_ros.ros.bench", "node-level latency over real DDS (needs rclpy)",
+        "regnet_pillars_ros.tools.bench_node", "node-level latency over real DDS (needs rclpy)",
         "Cloud published -> Detection3DArray received in another process: p50/p90/p99 and dropped frames.\n\n"
         f"example:\n  {PROG} bench-node --help"),
     "train": (
@@ -43,7 +43,7 @@ DELEGATED = {
         f"examples:\n  {PROG} bag-from-dataset --help\n"
         f"  {PROG} bag-from-dataset --dataroot data/nuscenes --version v1.0-mini --scenes scene-0103 -o bags/"),
     "eval": (
-        "regnet_pillars_ros.eval.cli", "replay scene bags through the node's pipeline and score them (nuScenes devkit)",
+        "regnet_pillars_ros.tools.evaluate", "replay scene bags through the node's pipeline and score them (nuScenes devkit)",
         f"examples:\n  {PROG} eval --help\n"
         f"  {PROG} eval bags/ --preset nus-regnetx-400mf-fpn --checkpoint model.pth --dataroot data/nuscenes -o report/"),
 }

@@ -32,10 +32,10 @@ from tf2_msgs.msg import TFMessage
 from vision_msgs.msg import Detection3DArray, LabelInfo
 from visualization_msgs.msg import MarkerArray
 
+from regnet_pillars_ros.messages.cloud import to_msg
 from regnet_pillars_ros.model import get_preset
 from regnet_pillars_ros.model.checkpoint import random_state_dict, write_checkpoint
 from regnet_pillars_ros.model.network import PointPillarsNet
-from regnet_pillars_ros.ros.cloud import to_msg
 
 NODE = "/detector_node"
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,

@@ -23,8 +23,8 @@ from regnet_pillars_ros.eval import bag_from_dataset as bfd  # noqa: E402
 from regnet_pillars_ros.eval import bag_topics as topics  # noqa: E402
 from regnet_pillars_ros.eval import synthetic_nuscenes as synthetic  # noqa: E402
 from regnet_pillars_ros.eval.nuscenes_frames import annotations_in_sensor_frame  # noqa: E402
+from regnet_pillars_ros.messages.cloud import read_points  # noqa: E402
 from regnet_pillars_ros.pipeline.transforms import Transform  # noqa: E402
-from regnet_pillars_ros.ros.cloud import read_points  # noqa: E402
 
 SEED, SCENES, KEY_FRAMES = 3, 2, 2
 SWEEPS_PER_SCENE = synthetic.SWEEPS_PER_KEY_FRAME * KEY_FRAMES + 1  # 10 before the first key

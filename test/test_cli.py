@@ -185,7 +185,7 @@ def test_bad_input_gives_a_message_and_an_exit_code(capsys, tmp_path, cheap_chec
     assert message in err and "Traceback" not in err
 
 
-DELEGATED = [("demo", "regnet_pillars_ros.ros.demo"), ("bench-node", "regnet_pillars_ros.ros.bench"),
+DELEGATED = [("demo", "regnet_pillars_ros.tools.demo"), ("bench-node", "regnet_pillars_ros.tools.bench_node"),
              ("train", "regnet_pillars_ros.train.cli")]
 
 

@@ -4,7 +4,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from regnet_pillars_ros.ros.cloud import CloudError, pack_points, read_points, xyz_dtype
+from regnet_pillars_ros.messages.cloud import CloudError, pack_points, read_points, xyz_dtype
 
 XYZ = np.array([[1.5, -2.0, 0.25], [3.0, 4.0, -1.0], [np.nan, 0.0, 1.0]], np.float32)
 
@@ -102,7 +102,7 @@ def test_to_msg_round_trips_through_a_real_pointcloud2_and_its_serialization():
     from sensor_msgs.msg import PointCloud2
     from std_msgs.msg import Header
 
-    from regnet_pillars_ros.ros.cloud import to_msg
+    from regnet_pillars_ros.messages.cloud import to_msg
 
     big = np.dtype({"names": ["x", "y", "z"], "formats": [">f8"] * 3, "offsets": [0, 8, 16],
                     "itemsize": 32})

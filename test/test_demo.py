@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from regnet_pillars_ros.pipeline.transforms import Transform
-from regnet_pillars_ros.ros.demo import LIDAR_IN_BASE, moving_scene
+from regnet_pillars_ros.tools.demo import LIDAR_IN_BASE, moving_scene
 
 SEC = 1_000_000_000
 
@@ -29,8 +29,8 @@ def test_bag_holds_clouds_and_tf_in_order(tmp_path):
     from rosbags.rosbag2 import Reader
     from sensor_msgs.msg import PointCloud2
 
-    from regnet_pillars_ros.ros.cloud import read_points
-    from regnet_pillars_ros.ros.demo import write_bag
+    from regnet_pillars_ros.messages.cloud import read_points
+    from regnet_pillars_ros.tools.demo import write_bag
 
     world = np.random.default_rng(1).uniform(-30, 30, (50, 3))
     frames = moving_scene(world, num_frames=2, rate_hz=4.0, start_ns=7 * SEC)
@@ -49,7 +49,7 @@ def test_bag_holds_clouds_and_tf_in_order(tmp_path):
 def test_demo_plays_into_the_node_and_draws_a_birds_eye_view(tmp_path):
     pytest.importorskip("vision_msgs.msg", reason="vision_msgs not generated")
     pytest.importorskip("matplotlib", reason="matplotlib not installed")
-    run = subprocess.run([sys.executable, "-m", "regnet_pillars_ros.ros.demo", "--frames", "2",
+    run = subprocess.run([sys.executable, "-m", "regnet_pillars_ros.tools.demo", "--frames", "2",
                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout + run.stderr
     lines = run.stdout.splitlines()

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from eval_helpers import dataset_with_bags
-from regnet_pillars_ros.eval import cli
 from regnet_pillars_ros.eval.scoring import read_detections
-from regnet_pillars_ros.ros.live_eval import NOT_RECEIVED, OBJECTS_TOPIC
+from regnet_pillars_ros.tools import evaluate as cli
+from regnet_pillars_ros.tools.live_eval import NOT_RECEIVED, OBJECTS_TOPIC
 
 PRESET = "nus-secfpn"  # about 0.5 s a cloud here, the fastest preset on this sparse cloud
 

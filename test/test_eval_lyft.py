@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from eval_helpers import SPARSE, write_bags
-from regnet_pillars_ros.eval import bag_from_dataset, cli, replay
+from regnet_pillars_ros.eval import bag_from_dataset, replay
 from regnet_pillars_ros.eval import synthetic_nuscenes as synthetic
 from regnet_pillars_ros.model import Detections, get_preset
+from regnet_pillars_ros.tools import evaluate as cli
 
 pytest.importorskip("lyft_dataset_sdk", reason="lyft-dataset-sdk not installed")
 

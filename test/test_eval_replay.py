@@ -11,13 +11,14 @@ import pytest
 from nuscenes import NuScenes
 
 from eval_helpers import dataset_with_bags
-from regnet_pillars_ros.eval import cli, replay, scoring
+from regnet_pillars_ros.eval import replay, scoring
 from regnet_pillars_ros.eval import nuscenes_frames as frames
 from regnet_pillars_ros.eval import nuscenes_metrics as metrics
 from regnet_pillars_ros.eval import synthetic_nuscenes as synthetic
 from regnet_pillars_ros.model import Detections
 from regnet_pillars_ros.pipeline.frame import detect
 from regnet_pillars_ros.sim.scene import NUSCENES_CLASSES
+from regnet_pillars_ros.tools import evaluate as cli
 
 PRESET = "nus-secfpn"
 SEED, SCENES, KEY_FRAMES = 5, 2, 2

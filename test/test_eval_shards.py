@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from eval_helpers import dataset_with_bags
-from regnet_pillars_ros.eval import cli
 from regnet_pillars_ros.eval.scoring import read_detections
+from regnet_pillars_ros.tools import evaluate as cli
 
 REPO = Path(__file__).resolve().parents[1]
 PRESET = "nus-secfpn"
@@ -27,7 +27,7 @@ def data(tmp_path_factory) -> tuple[Path, Path]:
 def run_eval(launcher: list[str], data: tuple[Path, Path], out: Path, *extra: str) -> None:
     bags, dataroot = data
     result = subprocess.run(
-        [*launcher, "-m", "regnet_pillars_ros.eval.cli", str(bags), "--preset", PRESET,
+        [*launcher, "-m", "regnet_pillars_ros.tools.evaluate", str(bags), "--preset", PRESET,
          "--dataroot", str(dataroot), "-o", str(out), "--no-progress", "--bev-frames", "1", *extra],
         cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
         timeout=180)

@@ -9,10 +9,10 @@ pytest.importorskip("vision_msgs.msg", reason="vision_msgs not generated (script
 from std_msgs.msg import Header  # noqa: E402
 from visualization_msgs.msg import Marker  # noqa: E402
 
+from regnet_pillars_ros.messages.cloud import read_points  # noqa: E402
+from regnet_pillars_ros.messages.detections import detection_array, label_info, velocity_cloud  # noqa: E402
+from regnet_pillars_ros.messages.markers import MarkerOptions, box_corners, detection_markers  # noqa: E402
 from regnet_pillars_ros.model.detections import Detections  # noqa: E402
-from regnet_pillars_ros.ros.cloud import read_points  # noqa: E402
-from regnet_pillars_ros.ros.markers import MarkerOptions, box_corners, detection_markers  # noqa: E402
-from regnet_pillars_ros.ros.messages import detection_array, label_info, velocity_cloud  # noqa: E402
 
 HEADER = Header(frame_id="lidar_top")
 HEADER.stamp.sec, HEADER.stamp.nanosec = 1700000000, 123456789

@@ -23,8 +23,8 @@ from visualization_msgs.msg import Marker  # noqa: E402
 
 from node_probe import (LATCHED, NodeProcess, flat_scores_checkpoint, probe_of,  # noqa: E402
                         node_args, scene, stamp_ns_of, stamp_of, transform)
+from regnet_pillars_ros.messages.cloud import read_points, to_msg  # noqa: E402
 from regnet_pillars_ros.model import get_preset  # noqa: E402
-from regnet_pillars_ros.ros.cloud import read_points, to_msg  # noqa: E402
 
 NUS, LYFT = get_preset("nus-regnetx-400mf-fpn"), get_preset("lyft-regnetx-400mf-fpn")
 SEC = 1_000_000_000

@@ -1,7 +1,7 @@
 """Statistics of the node-level benchmark (the benchmark itself is not a test)."""
 import numpy as np
 
-from regnet_pillars_ros.ros.bench import latency_stats, resample, table
+from regnet_pillars_ros.tools.bench_node import latency_stats, resample, table
 
 
 def test_latency_stats_count_unanswered_frames_as_dropped():

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from ..pipeline.transforms import Transform
-from ..ros.bag_writer import STORAGES
+from ..messages.bag_writer import STORAGES
 from . import bag_topics as topics
 from .nuscenes_frames import (GlobalBoxes, annotations_in_sensor_frame, devkit_transform,
                               from_global, key_lidar_poses)
@@ -179,7 +179,7 @@ def ground_truth_msg(boxes: np.ndarray, names: list[str], instance_tokens: list[
     """vision_msgs/Detection3DArray of the ground truth, built like the node's output (score 1,
     class name as class_id) with the instance token as each Detection3D's id."""
     from ..model.detections import Detections
-    from ..ros.messages import detection_array
+    from ..messages.detections import detection_array
 
     class_names = tuple(sorted(set(names)))
     dets = Detections(boxes=boxes, scores=np.ones(len(boxes), np.float32),
@@ -199,8 +199,8 @@ def scene_messages(dataset: Dataset, sweeps: list[dict]) -> Iterator[tuple[str, 
     from std_msgs.msg import String
     from tf2_msgs.msg import TFMessage
 
-    from ..ros.bag_writer import header, transform_msg
-    from ..ros.cloud import to_msg
+    from ..messages.bag_writer import header, transform_msg
+    from ..messages.cloud import to_msg
 
     db, calibration = dataset.db, None
     for record in sweeps:
@@ -242,7 +242,7 @@ def write_scene(dataset: Dataset, scene: dict, path: Path, storage: str = "mcap"
     """Write one scene's bag at ``path`` (which must not exist); returns (sweeps, key frames)."""
     from tqdm import tqdm
 
-    from ..ros.bag_writer import BagWriter
+    from ..messages.bag_writer import BagWriter
 
     sweeps = scene_sweeps(dataset, scene)
     check_files(dataset, scene, sweeps)

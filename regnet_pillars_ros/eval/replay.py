@@ -23,7 +23,7 @@ from tqdm import tqdm
 from ..model import Detections, Detector
 from ..pipeline.frame import OutputFilter, SweepSettings, detect
 from ..pipeline.transforms import Transform, TransformBuffer, TransformError
-from ..ros.cloud import CloudError, read_points
+from ..messages.cloud import CloudError, read_points
 from . import bag_topics as topics
 
 NO_CLOUD = "no cloud at the key frame's stamp"

@@ -31,16 +31,16 @@ import torch
 from vision_msgs.msg import Detection3DArray, LabelInfo
 from visualization_msgs.msg import MarkerArray
 
+from ..messages.cloud import CloudError, read_points
+from ..messages.detections import detection_array, label_info, velocity_cloud
+from ..messages.markers import MarkerOptions, detection_markers
 from ..model import Detections, Detector
 from ..pipeline.frame import OutputFilter, SweepSettings, detect
 from ..pipeline.transforms import Transform, TransformError, transform_boxes
 from ..runtime.heap import keep_freed_memory
 from . import params as P
-from .cloud import CloudError, read_points
 from .diagnostics import Health
 from .latest import LatestSlot
-from .markers import MarkerOptions, detection_markers
-from .messages import detection_array, label_info, velocity_cloud
 
 STAGES = ("preprocess", "inference", "postprocess", "total")
 RELIABLE = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)

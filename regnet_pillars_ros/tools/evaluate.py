@@ -33,15 +33,15 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from ..eval.replay import FrameResult, ReplayConfig, key_cloud, scene_bags, scene_name
+from ..eval.report import BevFrame, bev_choice, lyft_blocks, nuscenes_blocks, write_report
+from ..eval.scoring import (Accounting, account, filled_detections, frame_records,
+                            write_detections, write_frames)
+from ..eval.shard import replay_sharded, world
 from ..model import PRESET_NAMES, get_preset
 from ..pipeline.frame import OutputFilter, SweepSettings
 from ..ros.launch_config import params_files
 from ..ros.params import parse_class_thresholds
-from .replay import FrameResult, ReplayConfig, key_cloud, scene_bags, scene_name
-from .report import BevFrame, bev_choice, lyft_blocks, nuscenes_blocks, write_report
-from .scoring import (Accounting, account, filled_detections, frame_records, write_detections,
-                      write_frames)
-from .shard import replay_sharded, world
 
 PROG = "regnet-pillars eval"
 
@@ -101,7 +101,7 @@ def _box_dim(preset: str) -> int:
 
 def score_nuscenes(frames: list[FrameResult], args: argparse.Namespace, nusc, out: Path):
     """Accounting and the nuScenes devkit's scores: (accounting, report blocks, split)."""
-    from .nuscenes_metrics import evaluate, split_sample_tokens, write_results
+    from ..eval.nuscenes_metrics import evaluate, split_sample_tokens, write_results
 
     preset = get_preset(args.preset)
     if preset.dataset != "nuscenes":
@@ -119,7 +119,7 @@ def score_nuscenes(frames: list[FrameResult], args: argparse.Namespace, nusc, ou
 
 def score_lyft(frames: list[FrameResult], args: argparse.Namespace, db, out: Path):
     """Accounting and lyft-dataset-sdk's mAP over the key frames of the bags' scenes."""
-    from .lyft_metrics import evaluate
+    from ..eval.lyft_metrics import evaluate
 
     scenes = set(scene_bag_names(args))
     tokens = [s["token"] for s in db.sample if db.get("scene", s["scene_token"])["name"] in scenes]
@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"  regnet-pillars bag-from-dataset --dataroot data/nuscenes --version v1.0-mini -o bags/\n"
         f"  {PROG} bags/ --preset nus-regnetx-400mf-fpn --checkpoint model.pth "
         "--dataroot data/nuscenes -o report/\n"
-        f"  torchrun --nproc-per-node 4 -m regnet_pillars_ros.eval.cli bags/ --preset nus-fpn "
+        f"  torchrun --nproc-per-node 4 -m regnet_pillars_ros.tools.evaluate bags/ --preset nus-fpn "
         "--device cuda --dataroot data/nuscenes -o report/\n"
         f"  {PROG} bags/scene-0103 --preset nus-secfpn --live --dataroot data/nuscenes "
         "--split mini_val -o report/")
@@ -195,7 +195,7 @@ def run(args: argparse.Namespace) -> list[FrameResult] | None:
     if args.workers > 1 or world()[1] > 1:
         raise ValueError("--live runs one node: no --workers or torchrun")
     try:
-        from ..ros.live_eval import LiveOptions, run_live
+        from .live_eval import LiveOptions, run_live
     except ImportError as exc:
         raise ValueError(f"--live needs rclpy and the project's messages ({exc})") from exc
     record = args.output / "live_outputs"
@@ -219,7 +219,7 @@ def bev_frames(frames: list[FrameResult], args: argparse.Namespace,
                dataset) -> list[BevFrame]:
     """The drawn key frames: their cloud from the bag, the devkit's ground truth (``dataset``,
     a `bag_from_dataset.Dataset`, or None)."""
-    from .bag_from_dataset import ground_truth
+    from ..eval.bag_from_dataset import ground_truth
 
     bags = scene_bag_names(args)
     out = []
@@ -233,7 +233,7 @@ def bev_frames(frames: list[FrameResult], args: argparse.Namespace,
 
 def score(frames: list[FrameResult], args: argparse.Namespace, out: Path):
     """(accounting, report blocks, split, dataset) with the metric of the bags' dataset."""
-    from .bag_from_dataset import open_dataset, read_scene_metadata
+    from ..eval.bag_from_dataset import open_dataset, read_scene_metadata
 
     metadata = read_scene_metadata(scene_bags(args.bag)[0])
     version = args.version or metadata.get("version")

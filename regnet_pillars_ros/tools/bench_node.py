@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..ros.params import DEFAULT_PRESET
 from .demo import Player, moving_scene, ros_environment, start_node, stop_node, world_points
-from .params import DEFAULT_PRESET
 
 INPUT_FRAME = "lidar_top"
 TIMING_TOPIC = "/detector_node/debug/processing_time/total_ms"
@@ -69,7 +69,7 @@ def _stream(player: Player, node, world: np.ndarray, frames: int, rate_hz: float
     from std_msgs.msg import Header
     from tf2_msgs.msg import TFMessage
 
-    from .cloud import to_msg
+    from ..messages.cloud import to_msg
     from .demo import LIDAR_IN_BASE, transform_msg
 
     player.pubs["/tf_static"].publish(TFMessage(transforms=[

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..messages.bag_writer import BagWriter, header, transform_msg
 from ..pipeline.transforms import Transform
-from .bag_writer import BagWriter, header, transform_msg
-from .launch_config import config_dir
-from .params import DEFAULT_PRESET
+from ..ros.launch_config import config_dir
+from ..ros.params import DEFAULT_PRESET
 
 REALDATA_FRAME = ("shared/realdata/nuscenes/demo/"
                   "n015-2018-07-24-11-22-45+0800__LIDAR_TOP__1532402927647951.pcd.bin")
@@ -77,7 +77,7 @@ def write_bag(path: Path, frames: list[Frame], lidar_frame: str = "lidar_top") -
     """rosbag2 (mcap): /points, /tf per frame, /tf_static once (rclpy CDR, rosbags container)."""
     from tf2_msgs.msg import TFMessage
 
-    from .cloud import to_msg
+    from ..messages.cloud import to_msg
 
     first = frames[0].stamp_ns
     with BagWriter(path) as bag:
@@ -169,7 +169,7 @@ class Player:
 
 def box_corners_xy(msg) -> list[tuple[str, np.ndarray]]:
     """(class, [4, 2] footprint) of each finite box of a Detection3DArray."""
-    from .markers import box_corners
+    from ..messages.markers import box_corners
 
     out = []
     for d in msg.detections:
@@ -185,7 +185,7 @@ def draw_bev(path: Path, points: np.ndarray, msg, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .markers import PALETTE
+    from ..messages.markers import PALETTE
 
     fig, ax = plt.subplots(figsize=(8, 8), dpi=110)
     ax.scatter(points[:, 0], points[:, 1], s=0.5, c=points[:, 2], cmap="viridis",

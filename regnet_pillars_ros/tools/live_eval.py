@@ -41,7 +41,7 @@ def stamp_of(msg) -> int:
 def detections_from_msgs(objects, velocities, class_names: tuple[str, ...]) -> Detections:
     """A node's Detection3DArray (class names as class_id) and its velocity cloud (same order)
     back to Detections: (x, y, z_bottom, l, w, h, yaw[, vx, vy]) in the cloud's frame."""
-    from .cloud import read_points
+    from ..messages.cloud import read_points
 
     rows = []
     for d in objects.detections:
@@ -140,7 +140,7 @@ def wait_for_output(player: LivePlayer, node: subprocess.Popen, stamp: int,
 
 def record(path: Path, player: LivePlayer) -> None:
     """The node's outputs as a new bag (one topic each, at the cloud stamps)."""
-    from .bag_writer import BagWriter
+    from ..messages.bag_writer import BagWriter
 
     with BagWriter(path) as bag:
         for stamp, (msg, _) in sorted(player.results.items()):
