@@ -80,11 +80,11 @@ def test_width_generator_reproduces_published_regnetx(model):
 @pytest.mark.parametrize("name", ["nus-regnetx-400mf-fpn", "nus-regnetx-1.6gf-fpn"])
 def test_width_generator_matches_preset_tables(name):
     spec = get_preset(name).backbone
-    a = spec["arch"]
-    stages = regnet_stages(a["w0"], a["wa"], a["wm"], a["depth"], a["group_w"], a["bot_mul"])
-    assert list(stages.widths) == spec["stage_widths"]
-    assert list(stages.depths) == spec["stage_blocks"]
-    assert list(stages.groups) == spec["groups"]
+    a = spec.arch
+    stages = regnet_stages(a.w0, a.wa, a.wm, a.depth, a.group_w, a.bot_mul)
+    assert stages.widths == spec.stage_widths
+    assert stages.depths == spec.stage_blocks
+    assert stages.groups == spec.groups
 
 
 def test_width_generator_rejects_nonsense():

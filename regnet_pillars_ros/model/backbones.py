@@ -7,6 +7,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .presets import BackboneSpec, RegNetBackbone, SecondBackbone
+
 BN_EPS = 1e-3
 BN_MOMENTUM = 0.01
 
@@ -128,12 +130,12 @@ class NoStemRegNet(nn.Module):
         return outs
 
 
-def build_backbone(spec: dict) -> nn.Module:
-    """Backbone from a preset's `backbone` entry."""
-    if spec["type"] == "SECOND":
-        return SECOND(spec["in_channels"], spec["out_channels"], spec["layer_nums"], spec["layer_strides"])
-    if spec["type"] == "NoStemRegNet":
-        arch = spec["arch"]
-        stages = regnet_stages(arch["w0"], arch["wa"], arch["wm"], arch["depth"], arch["group_w"], arch["bot_mul"])
-        return NoStemRegNet(stages, spec["stem_channels"], spec["strides"], spec["out_indices"])
-    raise ValueError(f"unknown backbone type {spec['type']!r}")
+def build_backbone(spec: BackboneSpec) -> nn.Module:
+    """Backbone of a preset's typed `backbone` spec."""
+    if isinstance(spec, SecondBackbone):
+        return SECOND(spec.in_channels, list(spec.out_channels), list(spec.layer_nums), list(spec.layer_strides))
+    if isinstance(spec, RegNetBackbone):
+        a = spec.arch
+        stages = regnet_stages(a.w0, a.wa, a.wm, a.depth, a.group_w, a.bot_mul)
+        return NoStemRegNet(stages, spec.stem_channels, list(spec.strides), list(spec.out_indices))
+    raise TypeError(f"not a backbone spec: {spec!r}")

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backbones import bn2d
+from .presets import FPNNeck, NeckSpec, SecondFPNNeck
 
 
 class SECONDFPN(nn.Module):
@@ -49,10 +50,10 @@ class FPN(nn.Module):
         return [conv(lat) for conv, lat in zip(self.fpn_convs, laterals)]
 
 
-def build_neck(spec: dict) -> nn.Module:
-    """Neck from a preset's `neck` entry."""
-    if spec["type"] == "SECONDFPN":
-        return SECONDFPN(spec["in_channels"], spec["out_channels"], spec["upsample_strides"])
-    if spec["type"] == "mmdet.FPN":
-        return FPN(spec["in_channels"], spec["out_channels"])
-    raise ValueError(f"unknown neck type {spec['type']!r}")
+def build_neck(spec: NeckSpec) -> nn.Module:
+    """Neck of a preset's typed `neck` spec."""
+    if isinstance(spec, SecondFPNNeck):
+        return SECONDFPN(list(spec.in_channels), list(spec.out_channels), list(spec.upsample_strides))
+    if isinstance(spec, FPNNeck):
+        return FPN(list(spec.in_channels), spec.out_channels)
+    raise TypeError(f"not a neck spec: {spec!r}")

@@ -5,7 +5,9 @@ machine-readable table); nothing here is inherited or registered.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
+import typing
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -34,6 +36,77 @@ class AnchorConfig:
 
 
 @dataclass(frozen=True)
+class SecondBackbone:
+    """mmdet3d's SECOND: stages of strided 3x3 convolution blocks."""
+
+    in_channels: int
+    out_channels: tuple[int, ...]
+    layer_nums: tuple[int, ...]
+    layer_strides: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class RegNetArch:
+    """RegNet design-space parameters ("Designing Network Design Spaces", 2020)."""
+
+    w0: int
+    wa: float
+    wm: float
+    depth: int
+    group_w: int
+    bot_mul: float
+
+
+@dataclass(frozen=True)
+class RegNetBackbone:
+    """mmdet3d's NoStemRegNet: RegNetX stages straight on the pillar canvas. The stage table
+    is the spec's; the width generator reproduces it from `arch` (test_model_components)."""
+
+    arch_name: str
+    arch: RegNetArch
+    stem_channels: int  # channels of the canvas entering the first stage
+    strides: tuple[int, ...]
+    out_indices: tuple[int, ...]
+    out_channels: tuple[int, ...]
+    stage_widths: tuple[int, ...]
+    stage_blocks: tuple[int, ...]
+    groups: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class SecondFPNNeck:
+    """mmdet3d's SECONDFPN: each level upsampled by a transposed convolution, concatenated."""
+
+    in_channels: tuple[int, ...]
+    out_channels: tuple[int, ...]
+    upsample_strides: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class FPNNeck:
+    """mmdet's FPN as the presets configure it: one output per input level, no extra levels."""
+
+    in_channels: tuple[int, ...]
+    out_channels: int
+    start_level: int
+    num_outs: int
+    add_extra_convs: bool
+
+    def __post_init__(self) -> None:
+        implemented = (0, len(self.in_channels), False)
+        if (self.start_level, self.num_outs, self.add_extra_convs) != implemented:
+            raise ValueError(f"FPN with start_level {self.start_level}, num_outs {self.num_outs}, "
+                             f"add_extra_convs {self.add_extra_convs} is not implemented "
+                             "(0, one per input level, false)")
+
+
+BackboneSpec = SecondBackbone | RegNetBackbone
+NeckSpec = SecondFPNNeck | FPNNeck
+BACKBONE_TYPES = {"SECOND": SecondBackbone, "NoStemRegNet": RegNetBackbone}
+NECK_TYPES = {"SECONDFPN": SecondFPNNeck, "mmdet.FPN": FPNNeck}
+
+
+@dataclass(frozen=True)
 class TestConfig:
     nms_pre: int
     nms_thr: float
@@ -55,8 +128,8 @@ class Preset:
     max_voxels: int  # the test-time value
     grid_size: tuple[int, int, int]  # x, y, z cells
     vfe_channels: tuple[int, ...]
-    backbone: dict[str, Any]  # raw spec entry: type SECOND or NoStemRegNet
-    neck: dict[str, Any]  # raw spec entry: type SECONDFPN or mmdet.FPN
+    backbone: BackboneSpec
+    neck: NeckSpec
     head_channels: int
     box_code_size: int
     anchors: AnchorConfig
@@ -86,6 +159,28 @@ def _tuples(rows: list[list[float]]) -> tuple[tuple[float, ...], ...]:
     return tuple(tuple(float(v) for v in row) for row in rows)
 
 
+def _typed(cls: type, entry: dict[str, Any]) -> Any:
+    """Dataclass ``cls`` from the entry's keys of its field names (lists become tuples, nested
+    dataclasses are built too); other keys of the spec's table are documentation."""
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for field in dataclasses.fields(cls):
+        if field.name not in entry:
+            raise ValueError(f"{cls.__name__}: '{field.name}' missing from {sorted(entry)}")
+        value = entry[field.name]
+        if dataclasses.is_dataclass(hints[field.name]):
+            value = _typed(hints[field.name], value)
+        values[field.name] = tuple(value) if isinstance(value, list) else value
+    return cls(**values)
+
+
+def _spec(types: dict[str, type], entry: dict[str, Any], what: str) -> Any:
+    """The typed spec of a `backbone` or `neck` entry, by its `type`."""
+    if entry.get("type") not in types:
+        raise ValueError(f"unknown {what} type {entry.get('type')!r}; known: {', '.join(types)}")
+    return _typed(types[entry["type"]], entry)
+
+
 def _preset_from_entry(name: str, e: dict[str, Any]) -> Preset:
     vox, head, anchors = e["voxelization"], e["head"], e["head"]["anchor_generator"]
     return Preset(
@@ -99,8 +194,8 @@ def _preset_from_entry(name: str, e: dict[str, Any]) -> Preset:
         max_voxels=int(vox["max_voxels_test"]),
         grid_size=tuple(int(v) for v in vox["grid_size_xyz"]),
         vfe_channels=tuple(e["voxel_encoder"]["feat_channels"]),
-        backbone=e["backbone"],
-        neck=e["neck"],
+        backbone=_spec(BACKBONE_TYPES, e["backbone"], "backbone"),
+        neck=_spec(NECK_TYPES, e["neck"], "neck"),
         head_channels=int(head["in_channels"]),
         box_code_size=int(head["bbox_coder"]["code_size"]),
         anchors=AnchorConfig(
