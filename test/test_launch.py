@@ -1,6 +1,8 @@
 """Launch files, their logic in launch_config, and the YAML files they load."""
 import ast
 import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -83,6 +85,45 @@ def test_launch_files_parse_and_take_their_arguments_from_the_package():
     assert set(cfg.LAUNCH_ARGUMENTS) == {"preset", "checkpoint", "input_topic", "device",
                                          "backend", "params_file", "use_sim_time", "log_level"}
     assert set(cfg.DATASET_PRESETS.values()) <= set(PRESET_NAMES)
+
+
+def package_imports(path: Path) -> set[str]:
+    """Modules of this package a file imports (``from a.b import c`` counts as ``a.b.c``)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("regnet_pillars_ros"):
+            names |= {f"{node.module}.{alias.name}" for alias in node.names}
+        elif isinstance(node, ast.Import):
+            names |= {a.name for a in node.names if a.name.startswith("regnet_pillars_ros")}
+    return names
+
+
+def test_launch_files_take_nothing_from_the_package_but_launch_config():
+    for path in sorted(LAUNCH.glob("*.launch.py")):
+        assert package_imports(path) <= {"regnet_pillars_ros.ros.launch_config"}, path.name
+
+
+# Run in a fresh interpreter: what the launch side imports, then the heavy modules it pulled in.
+LIGHT_IMPORTS = """
+import importlib.util, sys
+from regnet_pillars_ros.ros import launch_config, params
+launch_config.node_parameters({})
+params.validate("preset", params.DEFAULT_PRESET)
+for path in sys.argv[1:]:  # the launch files, where `launch` is installed
+    spec = importlib.util.spec_from_file_location("launch_file", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.generate_launch_description()
+print(sorted(m for m in ("torch", "onnxruntime") if m in sys.modules))
+"""
+
+
+def test_launch_config_and_the_parameter_table_import_without_torch():
+    launch_files = [str(p) for p in sorted(LAUNCH.glob("*.launch.py"))] if HAS_LAUNCH else []
+    result = subprocess.run([sys.executable, "-c", LIGHT_IMPORTS, *launch_files], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "[]"
 
 
 def test_rviz_config_shows_cloud_and_markers():

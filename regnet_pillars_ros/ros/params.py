@@ -1,5 +1,6 @@
 """The node's parameters: one table (name, default, description, range, choices, read-only)
-and the validators behind its parameter callback. ROS-free so tests and docs reach it."""
+and the validators behind its parameter callback. ROS-free and torch-free, so tests, docs and
+launch files reach it cheaply."""
 from __future__ import annotations
 
 import re
@@ -8,7 +9,7 @@ from typing import Any
 
 from ..model.presets import PRESET_NAMES
 from ..pipeline.sweeps import MISSING_POLICIES
-from ..runtime.backends import BACKENDS, PRECISIONS
+from ..runtime.choices import BACKENDS, PRECISIONS
 
 DEFAULT_PRESET = "nus-regnetx-400mf-fpn"
 EGO_MOTION_SOURCES = ("tf", "odometry", "none")

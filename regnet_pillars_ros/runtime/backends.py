@@ -16,12 +16,11 @@ import numpy as np
 import torch
 
 from ..model.network import PointPillarsNet, fold_batchnorm
+from .choices import BACKENDS, PRECISIONS  # noqa: F401 (BACKENDS: for importers of this module)
 
 StageTimer = Callable[[str], ContextManager[None]]
 NetworkInputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
-BACKENDS = ("torch", "onnxruntime")
-PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
 AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 CUDA_ONLY = ("tf32", "fp16")
 
