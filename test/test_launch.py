@@ -1,4 +1,4 @@
-"""Launch files, their logic in launch_config, and the YAML files they load."""
+"""Launch files, their logic in launch_config, and the YAML files generated from the table."""
 import ast
 import importlib.util
 import subprocess
@@ -10,7 +10,7 @@ import yaml
 
 from regnet_pillars_ros.model.presets import PRESET_NAMES
 from regnet_pillars_ros.ros import launch_config as cfg
-from regnet_pillars_ros.ros.params import PARAMS_BY_NAME, validate
+from regnet_pillars_ros.ros.params import PARAMS_BY_NAME, config_files, defaults, validate
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH = REPO / "launch"
@@ -32,23 +32,30 @@ def ros_parameters(path: Path) -> dict:
     return dict(flat(doc["/**"]["ros__parameters"]))
 
 
+def test_config_yaml_files_are_generated_from_the_table():
+    generated = config_files()
+    assert sorted(generated) == sorted(p.name for p in (REPO / "config").glob("*.yaml"))
+    for name, text in generated.items():
+        assert (REPO / "config" / name).read_text() == text, \
+            f"config/{name} differs from the table: run `.venv/bin/python scripts/write_config.py`"
+
+
 @pytest.mark.parametrize("preset", PRESET_NAMES)
-def test_every_preset_has_yaml_that_validates(preset):
+def test_each_preset_yaml_holds_the_defaults_the_node_derives(preset):
     files = cfg.params_files(preset)
     assert [f.name for f in files] == ["common.yaml", f"{preset}.yaml"]
     merged = {}
     for f in files:
         merged.update(ros_parameters(f))
-    assert merged["preset"] == preset
     for name, value in merged.items():
         assert name in PARAMS_BY_NAME, f"{name} in YAML is not a parameter of the node"
         validate(name, value)
-
-
-def test_common_yaml_sets_every_parameter_a_preset_does_not():
-    common = ros_parameters(REPO / "config" / "common.yaml")
-    preset = ros_parameters(REPO / "config" / f"{PRESET_NAMES[0]}.yaml")
-    assert set(common) | set(preset) == set(PARAMS_BY_NAME)
+    # Lists: YAML cannot type an empty one, the files hold [""] (blank entries are ignored).
+    blanks_dropped = {k: [e for e in v if e] if isinstance(v, list) else v
+                      for k, v in merged.items()}
+    assert blanks_dropped == defaults(preset)
+    assert ros_parameters(files[1]).keys() == {"preset", "num_sweeps", "max_detections",
+                                               "markers.show_velocity"}
 
 
 def test_unknown_preset_names_the_choices():
@@ -59,10 +66,13 @@ def test_unknown_preset_names_the_choices():
 def test_node_parameters_and_remappings_follow_the_arguments():
     args = {"preset": "lyft-fpn", "checkpoint": "/tmp/x.pth", "device": "", "use_sim_time": "true",
             "params_file": "/tmp/extra.yaml", "input_topic": "/lidar/top"}
-    params = cfg.node_parameters(args)
-    assert [Path(p).name for p in params[:3]] == ["common.yaml", "lyft-fpn.yaml", "extra.yaml"]
-    assert params[3] == {"use_sim_time": True, "checkpoint": "/tmp/x.pth"}
+    assert cfg.node_parameters(args) == [
+        "/tmp/extra.yaml", {"preset": "lyft-fpn", "use_sim_time": True, "checkpoint": "/tmp/x.pth"}]
     assert cfg.remappings(args) == [("~/input/pointcloud", "/lidar/top")]
+    # No YAML unless asked for: the node derives its defaults from the preset.
+    assert cfg.node_parameters({}) == [{"preset": cfg.DEFAULT_PRESET, "use_sim_time": False}]
+    with pytest.raises(ValueError, match="preset must be one of"):
+        cfg.node_parameters({"preset": "nus-huge"})
 
 
 def launch_arguments(path: Path) -> set[str]:
@@ -108,7 +118,7 @@ LIGHT_IMPORTS = """
 import importlib.util, sys
 from regnet_pillars_ros.ros import launch_config, params
 launch_config.node_parameters({})
-params.validate("preset", params.DEFAULT_PRESET)
+params.config_files()
 for path in sys.argv[1:]:  # the launch files, where `launch` is installed
     spec = importlib.util.spec_from_file_location("launch_file", path)
     module = importlib.util.module_from_spec(spec)

@@ -267,15 +267,14 @@ def test_a_swap_under_a_stream_loses_no_frame_and_switches_the_class_set(ctx):
     assert values["model_swaps"] == "1"
 
 
-def test_console_entry_loads_the_launch_yaml_files_then_extra_ones():
+def test_console_entry_passes_files_then_the_preset_then_the_ros_arguments():
     from regnet_pillars_ros.ros.node import ros_arguments
 
     args = ros_arguments(["--preset", "lyft-fpn", "--params-file", "/tmp/x.yaml",
                           "--ros-args", "-p", "device:=cpu"])
-    files = [a for a in args if a.endswith(".yaml")]
-    assert [f.rsplit("/", 1)[-1] for f in files] == ["common.yaml", "lyft-fpn.yaml", "x.yaml"]
-    assert args[0] == "--ros-args" and args[-2:] == ["-p", "device:=cpu"]
-    assert ros_arguments([]) == []
+    assert args == ["--ros-args", "--params-file", "/tmp/x.yaml", "-p", "preset:=lyft-fpn",
+                    "-p", "device:=cpu"]
+    assert ros_arguments([]) == []  # no YAML: the node derives its defaults from the preset
 
 
 def test_a_node_that_cannot_load_its_model_exits_with_the_reason(tmp_path):

@@ -3,15 +3,46 @@ import threading
 
 import pytest
 
+from regnet_pillars_ros.model.presets import PRESET_NAMES, get_preset
 from regnet_pillars_ros.ros.latest import LatestSlot
-from regnet_pillars_ros.ros.params import (PARAMS, parse_class_colors, parse_class_thresholds,
-                                           validate)
+from regnet_pillars_ros.ros.params import (DEFAULT_PRESET, PARAMS, defaults, parse_class_colors,
+                                           parse_class_thresholds, validate)
+
+# The types a ROS parameter can take from a default (a list is a string array).
+ROS_TYPES = (bool, int, float, str, list)
 
 
-def test_every_parameter_has_a_description_and_a_valid_default():
-    for spec in PARAMS:
-        assert spec.description, spec.name
-        validate(spec.name, spec.default)
+def test_every_parameter_has_a_description_and_a_valid_typed_default_for_every_preset():
+    types = {}
+    for preset in PRESET_NAMES:
+        values = defaults(preset)
+        assert list(values) == [spec.name for spec in PARAMS]
+        for spec in PARAMS:
+            assert spec.description, spec.name
+            value = values[spec.name]
+            assert type(value) in ROS_TYPES, f"{spec.name}: {value!r} has no ROS type"
+            if isinstance(value, list):
+                assert all(isinstance(v, str) for v in value), spec.name
+            # Declared once with the first preset's type; a swap must not need another type.
+            assert types.setdefault(spec.name, type(value)) is type(value), spec.name
+            validate(spec.name, value)
+
+
+@pytest.mark.parametrize("preset", PRESET_NAMES)
+def test_defaults_follow_the_preset(preset):
+    model, values = get_preset(preset), defaults(preset)
+    assert values["preset"] == preset
+    assert values["num_sweeps"] == model.sweeps_num
+    assert values["max_detections"] == model.test_cfg.max_num
+    assert values["markers.show_velocity"] is (model.dataset == "nuscenes")  # Lyft: no velocity
+    shared = {k: v for k, v in values.items()
+              if k not in ("preset", "num_sweeps", "max_detections", "markers.show_velocity")}
+    assert shared == {k: v for k, v in defaults(DEFAULT_PRESET).items() if k in shared}
+
+
+def test_defaults_of_an_unknown_preset_name_the_choices():
+    with pytest.raises(ValueError, match="choose one of: nus-secfpn"):
+        defaults("nus-regnetx-9000gf")
 
 
 @pytest.mark.parametrize("name, value, reason", [

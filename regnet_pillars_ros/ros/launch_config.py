@@ -1,14 +1,15 @@
-"""What the launch files decide (arguments, defaults, which YAML files), without `launch`.
+"""What the launch files decide (arguments and the node's parameters), without `launch`.
 
-The launch files and the ``detector_node`` console entry both call into here, so a run
-without ROS launch gets the same parameters as ``ros2 launch``.
+Light on purpose: the launch files import it, and importing torch would slow every
+``ros2 launch`` down. The node derives its defaults from ``preset``; the launch hands it the
+preset, an optional parameter file and the arguments given.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 from ..model.presets import PRESET_NAMES
-from .params import DEFAULT_PRESET
+from .params import DEFAULT_PRESET, validate
 
 PACKAGE = "regnet_pillars_ros"
 EXECUTABLE = "detector_node"
@@ -20,9 +21,9 @@ LAUNCH_ARGUMENTS: dict[str, tuple[str, str]] = {
     "preset": (DEFAULT_PRESET, f"model preset ({', '.join(PRESET_NAMES)})"),
     "checkpoint": ("", "checkpoint path; empty = the project's default model"),
     "input_topic": ("/points", "PointCloud2 topic to detect in"),
-    "device": ("", "auto|cpu|cuda; empty = the YAML value"),
-    "backend": ("", "inference backend; empty = the YAML value"),
-    "params_file": ("", "extra parameter YAML applied last"),
+    "device": ("", "auto|cpu|cuda; empty = the params_file's value or the node's default"),
+    "backend": ("", "inference backend; empty = the params_file's value or the node's default"),
+    "params_file": ("", "parameter YAML overriding the preset's defaults"),
     "use_sim_time": ("false", "use /clock (bag replay)"),
     "log_level": ("info", "node log level"),
 }
@@ -39,18 +40,21 @@ def config_dir() -> Path:
 
 
 def params_files(preset: str) -> list[Path]:
-    """common.yaml then the preset's YAML (later files win)."""
+    """The generated YAML files holding the node's defaults for ``preset`` (common.yaml, then
+    the preset's; later files win). The node derives the same values without them."""
     if preset not in PRESET_NAMES:
         raise ValueError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESET_NAMES)}")
     return [config_dir() / "common.yaml", config_dir() / f"{preset}.yaml"]
 
 
 def node_parameters(args: dict[str, str]) -> list:
-    """The ``parameters`` list of the node: YAML files, then explicit launch arguments."""
-    files: list = [str(p) for p in params_files(args.get("preset") or DEFAULT_PRESET)]
-    if args.get("params_file"):
-        files.append(args["params_file"])
-    overrides: dict = {"use_sim_time": args.get("use_sim_time", "false").lower() == "true"}
+    """The ``parameters`` list of the node: the params_file if given, then the explicit launch
+    arguments (they win). No YAML otherwise: the node derives its defaults from the preset."""
+    preset = args.get("preset") or DEFAULT_PRESET
+    validate("preset", preset)
+    files: list = [args["params_file"]] if args.get("params_file") else []
+    overrides: dict = {"preset": preset,
+                       "use_sim_time": args.get("use_sim_time", "false").lower() == "true"}
     for name in ("checkpoint", "device", "backend"):
         if args.get(name):
             overrides[name] = args[name]

@@ -61,10 +61,9 @@ def stamp_ns(stamp) -> int:
     return stamp.sec * 1_000_000_000 + stamp.nanosec
 
 
-def _descriptor(spec: P.Param) -> ParameterDescriptor:
-    text = spec.description + (f" ({'|'.join(spec.choices)})" if spec.choices else "")
-    d = ParameterDescriptor(description=text, read_only=spec.read_only)
-    if spec.range is not None and isinstance(spec.default, int):
+def _descriptor(spec: P.Param, default) -> ParameterDescriptor:
+    d = ParameterDescriptor(description=spec.full_description, read_only=spec.read_only)
+    if spec.range is not None and isinstance(default, int):
         d.integer_range = [IntegerRange(from_value=int(spec.range[0]),
                                         to_value=int(spec.range[1]), step=1)]
     elif spec.range is not None:
@@ -79,9 +78,11 @@ class DetectorNode(Node):
         self._slot: LatestSlot[PointCloud2] = LatestSlot()
         self._running = True
         self._worker: threading.Thread | None = None
+        # The preset first: the other defaults follow it (YAML and -p values override them).
+        defaults = P.defaults(self._declare(P.PARAMS_BY_NAME["preset"], P.DEFAULT_PRESET))
         for spec in P.PARAMS:
-            default = spec.default if spec.default != [] else Parameter.Type.STRING_ARRAY
-            self.declare_parameter(spec.name, default, _descriptor(spec))
+            if spec.name != "preset":
+                self._declare(spec, defaults[spec.name])
         for spec in P.PARAMS:  # YAML values bypass the callback: check them once here
             P.validate(spec.name, self._param(spec.name))
         if self._param("torch_threads"):
@@ -123,9 +124,19 @@ class DetectorNode(Node):
 
     # -- parameters and models ------------------------------------------------------------
 
+    def _declare(self, spec: P.Param, default):
+        """Declare ``spec`` typed by ``default``; returns its value (an override's if given).
+        An empty list has no element type: string array is declared, then [] set if unset."""
+        if default != []:
+            return self.declare_parameter(spec.name, default, _descriptor(spec, default)).value
+        declared = self.declare_parameter(spec.name, Parameter.Type.STRING_ARRAY,
+                                          _descriptor(spec, default))
+        if declared.type_ == Parameter.Type.NOT_SET:
+            self.set_parameters([Parameter(spec.name, Parameter.Type.STRING_ARRAY, [])])
+        return self._param(spec.name)
+
     def _param(self, name: str):
-        value = self.get_parameter(name).value
-        return [] if value is None and P.PARAMS_BY_NAME[name].default == [] else value
+        return self.get_parameter(name).value
 
     def _load(self, preset: str, checkpoint: str) -> Model:
         """Build, load and warm a model; raises with the reason (CheckpointError, ValueError)."""
@@ -360,17 +371,22 @@ class DetectorNode(Node):
 
 
 def ros_arguments(argv: list[str]) -> list[str]:
-    """``detector_node [--preset NAME] [--params-file F ...] [ROS args]`` -> rclpy args, with
-    the same YAML files the launch file uses (common + preset)."""
-    from .launch_config import params_files
-
-    parser = argparse.ArgumentParser(prog="detector_node", add_help=True)
-    parser.add_argument("--preset", help="preset YAML to load after config/common.yaml")
+    """``detector_node [--preset NAME] [--params-file F ...] [ROS args]`` -> rclpy args: the
+    files, then ``preset`` (it wins over them), then the ROS arguments given."""
+    parser = argparse.ArgumentParser(
+        prog="detector_node", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="PointCloud2 in, Detection3DArray and markers out. Every parameter has a\n"
+        "default that follows the preset; parameter files only override.",
+        epilog="example (quote remaps of ~/ names, or the shell expands ~ to $HOME):\n"
+        "  detector_node --preset lyft-fpn --ros-args -r '~/input/pointcloud:=/lidar_top'")
+    parser.add_argument("--preset", choices=P.PARAMS_BY_NAME["preset"].choices, metavar="NAME",
+                        help=f"model preset (default {P.DEFAULT_PRESET}; same as "
+                        "--ros-args -p preset:=NAME)")
     parser.add_argument("--params-file", action="append", default=[],
-                        help="extra ROS parameter YAML (repeatable)")
+                        help="ROS parameter YAML overriding the defaults (repeatable)")
     args, rest = parser.parse_known_args(argv)
-    files = params_files(args.preset) if args.preset else []
-    ros = [a for f in files + args.params_file for a in ("--params-file", str(f))]
+    ros = [a for f in args.params_file for a in ("--params-file", str(f))]
+    ros += ["-p", f"preset:={args.preset}"] if args.preset else []
     if "--ros-args" in rest:
         i = rest.index("--ros-args")
         return rest[:i] + ["--ros-args", *ros, *rest[i + 1:]]
