@@ -1,10 +1,13 @@
-"""Multi-sweep accumulation against a reference built from real Lyft ego poses."""
+"""Sweep history and stacking: a reference built from real Lyft ego poses, slow consumers, the
+time-span bound and ego-motion lookups at stacking time."""
 import json
 from pathlib import Path
+from types import SimpleNamespace as Msg
 
 import numpy as np
 import pytest
 
+from regnet_pillars_ros.pipeline.ego_motion import EgoMotion
 from regnet_pillars_ros.pipeline.sweeps import SweepAccumulator
 from regnet_pillars_ros.pipeline.transforms import Transform, TransformBuffer
 
@@ -100,3 +103,58 @@ def test_zero_sweeps_keeps_nothing_and_bad_arguments_are_refused():
         SweepAccumulator(2, missing_policy="guess")
     with pytest.raises(ValueError, match=r"\[N, >=3\]"):
         acc.add(np.zeros((3, 2), np.float32), 1, None)
+
+
+def stream_poses(rate_hz: float, clouds: int) -> list[tuple[int, Transform]]:
+    """(stamp, sensor pose) of a sensor at ``rate_hz`` on the ego of `straight_line_pose`."""
+    return [(round(k * SEC / rate_hz), straight_line_pose(k / rate_hz)) for k in range(clouds)]
+
+
+def tf_message(parent: str, child: str, stamp: int, value: Transform) -> Msg:
+    """A tf2_msgs/TFMessage look-alike (EgoMotion reads messages by field name)."""
+    t, q = value.translation, value.rotation
+    return Msg(transforms=[Msg(
+        header=Msg(frame_id=parent, stamp=Msg(sec=stamp // SEC, nanosec=stamp % SEC)),
+        child_frame_id=child, transform=Msg(translation=Msg(x=t[0], y=t[1], z=t[2]),
+                                            rotation=Msg(x=q[0], y=q[1], z=q[2], w=q[3])))])
+
+
+def test_a_consumer_slower_than_the_sensor_stacks_the_clouds_it_skipped():
+    """20 Hz clouds all received, one in 7 stacked (a node 7x slower than its sensor): each
+    frame stacks its 10 predecessors, lags 0.05 .. 0.5 s, poses looked up when stacked."""
+    world = np.array([[20.0, 5.0, 1.0], [-3.0, 8.0, 0.5]])
+    ego = EgoMotion("odom", tolerance_s=0.0)
+    acc = SweepAccumulator(num_sweeps=10, poses=ego)
+    stacked = []
+    for k, (stamp, pose) in enumerate(stream_poses(20, 40)):
+        local = pose.inverse().apply(world).astype(np.float32)
+        window = acc.receive(local, stamp, "lidar")  # before its pose is known
+        ego.add_tf(tf_message("odom", "lidar", stamp, pose))
+        if k % 7 == 6:
+            stacked.append((local, acc.stack(window)))
+    assert [s.sweeps for _, s in stacked] == [7, 11, 11, 11, 11]
+    for local, s in stacked[1:]:
+        assert not s.ego_motion_missing and s.max_lag_s == pytest.approx(0.5)
+        np.testing.assert_allclose(np.unique(s.points[:, 3]), np.arange(11) * 0.05, atol=1e-6)
+        # A static world point lands on itself in every sweep.
+        np.testing.assert_allclose(s.points[:, :3], np.tile(local, (11, 1)), atol=1e-4)
+
+
+@pytest.mark.parametrize("rate_hz, max_age_s, sweeps, max_lag_s", [
+    (20, 2.5, 11, 0.5), (10, 2.5, 11, 1.0), (10, 0.55, 6, 0.5), (20, 0.55, 11, 0.5)])
+def test_the_time_span_bound_keeps_a_10hz_sensor_within_nuscenes_lags(rate_hz, max_age_s,
+                                                                       sweeps, max_lag_s):
+    acc = SweepAccumulator(num_sweeps=10, max_age_s=max_age_s)
+    for stamp, pose in stream_poses(rate_hz, 15):
+        out = acc.add(np.zeros((1, 3), np.float32), stamp, pose)
+    assert out.sweeps == sweeps and out.max_lag_s == pytest.approx(max_lag_s)
+
+
+def test_a_lookup_failure_is_reported_and_follows_the_policy():
+    ego = EgoMotion("odom")  # nothing buffered: every lookup fails
+    acc = SweepAccumulator(num_sweeps=2, missing_policy="uncompensated", poses=ego)
+    acc.receive(np.ones((1, 3), np.float32), 0, "lidar")
+    out = acc.stack(acc.receive(np.zeros((1, 3), np.float32), SEC // 10, "lidar"))
+    assert out.ego_motion_missing and "unknown" in out.ego_motion_error
+    assert out.stamps_ns == (SEC // 10, 0)
+    np.testing.assert_allclose(out.points[1], [1, 1, 1, 0.1], atol=1e-6)
