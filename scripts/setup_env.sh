@@ -52,12 +52,30 @@ if ! is_current package "$pkg_key"; then
   pip install -q --no-deps --no-build-isolation -e .
   mark package "$pkg_key"
 fi
-# Editable installs skip data_files: link share/ like `colcon build --symlink-install` would, so
-# get_package_share_directory() finds launch/ and config/ with AMENT_PREFIX_PATH=<venv>.
+# Editable installs skip data_files and ignore setup.cfg's script_dir. Lay out the rest of the
+# prefix as `colcon build --symlink-install` does, so the ROS tools resolve the package with
+# AMENT_PREFIX_PATH=<venv>: the ament index marker, share/<pkg>/{package.xml,launch/*,config/*}
+# and lib/<pkg>/<console scripts> (`ros2 run`, launch's Node(package=...)). One link per file in
+# real folders: ros2 launch searches share/<pkg> with os.walk, which does not enter linked
+# folders. Redone on every run, so added and removed files follow.
+link_files() {  # link_files DIR FILE...: DIR's links become exactly links to FILE...
+  local dir=$1; shift
+  if [[ -L "$dir" ]]; then rm "$dir"; fi  # a linked folder (older setups)
+  mkdir -p "$dir"
+  find "$dir" -maxdepth 1 -type l -delete
+  ln -s "$@" "$dir/"
+}
 share="$venv/share/regnet_pillars_ros"
-mkdir -p "$share" "$venv/share/ament_index/resource_index/packages"
-for item in package.xml launch config; do ln -sfn "$repo/$item" "$share/$item"; done
-ln -sfn "$repo/resource/regnet_pillars_ros" "$venv/share/ament_index/resource_index/packages/regnet_pillars_ros"
+link_files "$share" "$repo/package.xml"
+link_files "$share/launch" "$repo"/launch/*.launch.py
+mapfile -t configs < <(find "$repo/config" -maxdepth 1 -type f | sort)
+link_files "$share/config" "${configs[@]}"
+mapfile -t scripts < <("$venv/bin/python" -c 'from importlib.metadata import distribution
+print("\n".join(e.name for e in distribution("regnet_pillars_ros").entry_points
+                if e.group == "console_scripts"))')
+link_files "$venv/lib/regnet_pillars_ros" "${scripts[@]/#/$venv/bin/}"
+mkdir -p "$venv/share/ament_index/resource_index/packages"
+ln -sfn "$repo/resource/regnet_pillars_ros" "$venv/share/ament_index/resource_index/packages/"
 
 msg_key=$(digest "pip:$pip_key" scripts/build_msgs.sh $(find msg -type f | sort))
 if ! is_current msgs "$msg_key"; then

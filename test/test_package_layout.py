@@ -1,6 +1,8 @@
-"""`colcon build` of the package puts its files where ROS 2 tools look for them:
-the ament index marker, share/<pkg>/{package.xml,launch,config} for `ros2 launch` and
-`get_package_share_directory`, console scripts in lib/<pkg> for `ros2 run`, package data."""
+"""`colcon build` of the package, and the venv of scripts/setup_env.sh, put its files where the
+ROS 2 tools look for them: the ament index marker, share/<pkg>/{package.xml,launch,config} for
+`ros2 launch` and `get_package_share_directory`, console scripts in lib/<pkg> for `ros2 run`,
+package data. Each prefix is searched as the tools search it (ament_index_python, then os.walk
+without following folder links, as ros2launch and ros2pkg do)."""
 import configparser
 import os
 import shutil
@@ -16,6 +18,7 @@ from conftest import REPO
 PKG = "regnet_pillars_ros"
 SOURCES = ["package.xml", "setup.py", "setup.cfg", "resource", "launch", "config", PKG]
 SCRIPTS = {"detector_node": f"{PKG}.ros.node:main", "regnet-pillars": f"{PKG}.cli:console_main"}
+VENV = Path(sys.prefix)  # the tests run in the project's venv
 
 
 def repo_files(folder: str, pattern: str) -> list[str]:
@@ -41,10 +44,23 @@ def install(tmp_path_factory) -> Path:
     return ws / "install"
 
 
-@pytest.fixture
-def ament_prefix(install, monkeypatch) -> Path:
-    monkeypatch.setenv("AMENT_PREFIX_PATH", str(install))
-    return install
+@pytest.fixture(params=["colcon", "venv"])
+def ament_prefix(request, monkeypatch) -> Path:
+    """The colcon install, or the venv of scripts/setup_env.sh, alone on AMENT_PREFIX_PATH."""
+    if request.param == "colcon":
+        prefix = request.getfixturevalue("install")
+    elif (VENV / ".setup-stamps").is_dir():
+        prefix = VENV
+    else:
+        pytest.skip("the tests do not run in a venv made by scripts/setup_env.sh")
+    monkeypatch.setenv("AMENT_PREFIX_PATH", str(prefix))
+    return prefix
+
+
+def walked_files(folder: Path) -> set[str]:
+    """Files os.walk finds under ``folder`` (it does not enter linked folders), relative."""
+    return {str(Path(root, name).relative_to(folder))
+            for root, _, names in os.walk(folder) for name in names}
 
 
 def test_ament_index_finds_package(ament_prefix):
@@ -56,19 +72,35 @@ def test_ament_index_finds_package(ament_prefix):
 
 
 def test_launch_and_config_files_in_share(ament_prefix):
+    """As `ros2 launch <pkg> <file>` finds a launch file: os.walk over the share folder."""
     share = Path(get_package_share_directory(PKG))
     assert "fastdds_profile.xml" in repo_files("config", "*")
-    for folder, pattern in (("launch", "*.launch.py"), ("config", "*")):
-        assert repo_files(folder, pattern) == sorted(p.name for p in (share / folder).glob(pattern))
-        for name in repo_files(folder, pattern):
-            assert (share / folder / name).read_bytes() == (REPO / folder / name).read_bytes()
+    expected = {"package.xml"} | {f"launch/{n}" for n in repo_files("launch", "*.launch.py")} \
+        | {f"config/{n}" for n in repo_files("config", "*")}
+    assert expected <= walked_files(share)  # colcon adds its environment hooks
+    for rel in expected:
+        assert (share / rel).read_bytes() == (REPO / rel).read_bytes(), rel
 
 
 def test_console_scripts_where_ros2_run_looks(ament_prefix):
+    """As `ros2 run` and `ros2 pkg executables` find them: executables under lib/<pkg>."""
     lib = Path(get_package_prefix(PKG)) / "lib" / PKG
-    for script in SCRIPTS:
-        assert (lib / script).is_file() and os.access(lib / script, os.X_OK), script
-    (egg_info,) = (ament_prefix / "lib").glob(f"python3.*/site-packages/{PKG}-*.egg-info")
+    assert {rel for rel in walked_files(lib) if os.access(lib / rel, os.X_OK)} == set(SCRIPTS)
+
+
+def test_installed_detector_node_runs(ament_prefix):
+    """lib/<pkg>/detector_node, what `ros2 run` and launch's Node(package=...) start."""
+    sites = list((ament_prefix / "lib").glob("python3.*/site-packages"))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(map(str, sites)))
+    result = subprocess.run([str(ament_prefix / "lib" / PKG / "detector_node"), "--help"],
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "usage: detector_node" in result.stdout
+    assert "'~/input/pointcloud:=" in result.stdout  # the remap example comes quoted
+
+
+def test_colcon_install_registers_the_console_scripts(install):
+    (egg_info,) = (install / "lib").glob(f"python3.*/site-packages/{PKG}-*.egg-info")
     entry_points = configparser.ConfigParser(delimiters="=")
     entry_points.read(egg_info / "entry_points.txt")
     assert {k: v.strip() for k, v in entry_points["console_scripts"].items()} == SCRIPTS
@@ -92,3 +124,4 @@ def test_installed_cli_runs(install):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "usage" in result.stdout.lower()
+
