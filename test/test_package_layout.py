@@ -3,14 +3,17 @@ ROS 2 tools look for them: the ament index marker, share/<pkg>/{package.xml,laun
 `ros2 launch` and `get_package_share_directory`, console scripts in lib/<pkg> for `ros2 run`,
 package data. Each prefix is searched as the tools search it (ament_index_python, then os.walk
 without following folder links, as ros2launch and ros2pkg do)."""
+import ast
 import configparser
 import os
 import shutil
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from ament_index_python import get_resources
 from ament_index_python.packages import get_package_prefix, get_package_share_directory
 
 from conftest import REPO
@@ -125,3 +128,28 @@ def test_installed_cli_runs(install):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "usage" in result.stdout.lower()
 
+
+def top_level_imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.partition(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names.add(node.module.partition(".")[0])
+    return names
+
+
+def test_package_xml_declares_the_ros_packages_it_imports(monkeypatch):
+    """ROS packages: what the venv's ament index lists, and whatever a launch file imports
+    besides the standard library and this package (`launch` is not on PyPI)."""
+    if not (VENV / ".setup-stamps").is_dir():
+        pytest.skip("the tests do not run in a venv made by scripts/setup_env.sh")
+    monkeypatch.setenv("AMENT_PREFIX_PATH", str(VENV))
+    indexed = set(get_resources("packages"))
+    launch = set().union(*map(top_level_imports, (REPO / "launch").glob("*.launch.py")))
+    launch -= set(sys.stdlib_module_names) | {PKG}
+    package = set().union(*map(top_level_imports, (REPO / PKG).rglob("*.py"))) & indexed
+    assert {"launch", "launch_ros"} <= launch and {"rclpy", "vision_msgs"} <= package
+    root = ET.parse(REPO / "package.xml").getroot()
+    declared = {e.text for e in root if e.tag in ("depend", "exec_depend")}
+    assert launch | package <= declared
