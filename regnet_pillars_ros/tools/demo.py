@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..messages.bag_writer import BagWriter, header, transform_msg
+from ..pipeline.stamps import stamp_ns
 from ..pipeline.transforms import Transform
 from ..ros.launch_config import config_dir
 from ..ros.params import DEFAULT_PRESET
@@ -153,8 +154,7 @@ class Player:
         return ready
 
     def _on_objects(self, msg) -> None:
-        stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-        self.results[stamp] = (msg, time.monotonic())
+        self.results[stamp_ns(msg.header.stamp)] = (msg, time.monotonic())
 
     def spin_until(self, done, node_process: subprocess.Popen) -> bool:
         deadline = time.monotonic() + self.timeout_s

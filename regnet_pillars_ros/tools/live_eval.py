@@ -21,6 +21,7 @@ from tqdm import tqdm
 from ..eval import bag_topics as topics
 from ..eval.replay import FrameResult, KeyFrame, ReplayConfig, scene_name
 from ..model import Detections, get_preset
+from ..pipeline.stamps import stamp_ns
 from .demo import OBJECTS_TOPIC, Player, ros_environment, start_node, stop_node
 
 VELOCITIES_TOPIC = "/detector_node/output/velocities"
@@ -32,10 +33,6 @@ class LiveOptions:
     rate: float = 1.0  # playback speed (x recorded)
     paced: bool = False  # wait for each cloud's output instead
     timeout_s: float = 300.0
-
-
-def stamp_of(msg) -> int:
-    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
 
 
 def detections_from_msgs(objects, velocities, class_names: tuple[str, ...]) -> Detections:
@@ -85,7 +82,8 @@ class LivePlayer(Player):
         self.pubs[topics.CLOCK] = self.node.create_publisher(Clock, topics.CLOCK, 10)
         self.velocities: dict[int, object] = {}
         self.node.create_subscription(
-            PointCloud2, VELOCITIES_TOPIC, lambda m: self.velocities.__setitem__(stamp_of(m), m),
+            PointCloud2, VELOCITIES_TOPIC,
+            lambda m: self.velocities.__setitem__(stamp_ns(m.header.stamp), m),
             QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
 
     def wait_matched(self, node: subprocess.Popen) -> bool:
