@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .model import PRESET_NAMES, Detections, Detector, get_preset
+from .model import PRESET_NAMES, Detections, get_preset
 from .model.checkpoint import CONVENTIONS, random_state_dict, write_checkpoint
 from .model.network import PointPillarsNet
 from .model.pycls_convert import convert_file
@@ -22,6 +22,7 @@ from .pointfiles import read_points
 from .runtime.backends import BACKENDS, PRECISIONS
 from .runtime.bench import DEFAULT_POINTS, BenchConfig, markdown_table, run_bench, write_report
 from .runtime.export import OPSET, export_onnx
+from .runtime.factory import build_detector
 from .runtime.heap import keep_freed_memory
 
 PROG = "regnet-pillars"
@@ -90,13 +91,12 @@ def detections_table(result: Detections, max_rows: int) -> str:
 
 def cmd_detect(args: argparse.Namespace) -> int:
     points = read_points(args.points, args.dims)
-    detector = Detector.from_preset(
+    detector = build_detector(
         args.preset, args.checkpoint, device=args.device, box_convention=args.box_convention,
         verify_sha256=not args.no_verify_sha256, backend=args.backend, precision=args.precision, cuda_graph=args.cuda_graph,
     )
-    if args.score_threshold is not None:
-        detector.score_threshold = args.score_threshold
-    result = detector(points)
+    score_threshold = detector.score_threshold if args.score_threshold is None else args.score_threshold
+    result = detector(points, score_threshold)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     np.savez(
@@ -113,7 +113,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
         f"{stats['points_in_range']} in range, {stats['pillars']} pillars ({stats['pillar_overflow']} points over max_voxels)"
     )
     print("time (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in result.timings_ms.items()))
-    print(f"{len(result)} detections (score >= {detector.score_threshold}); centre = geometric centre, z of the file's boxes is the bottom")
+    print(f"{len(result)} detections (score >= {score_threshold}); centre = geometric centre, z of the file's boxes is the bottom")
     print(detections_table(result, args.show))
     print(f"wrote {output if output.suffix == '.npz' else output.with_name(output.name + '.npz')}")
     return 0
@@ -142,7 +142,7 @@ def cmd_synthetic_dataset(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    detector = Detector.from_preset(
+    detector = build_detector(
         args.preset, args.checkpoint, box_convention=args.box_convention, verify_sha256=not args.no_verify_sha256
     )
     report = export_onnx(detector.net, detector.preset, detector.box_convention, args.output, opset=args.opset)

@@ -9,8 +9,8 @@ import warnings
 
 import torch
 
-from regnet_pillars_ros.model import Detector
 from regnet_pillars_ros.runtime.bench import make_cloud
+from regnet_pillars_ros.runtime.factory import build_detector
 
 
 def project_line(stack: list[traceback.FrameSummary]) -> str:
@@ -23,7 +23,7 @@ def project_line(stack: list[traceback.FrameSummary]) -> str:
 def main() -> None:
     cloud, _ = make_cloud(250_000)
     for graph in (False, True):
-        detector = Detector.from_preset("nus-regnetx-400mf-fpn", "placeholder", device="cuda", precision="fp16", cuda_graph=graph)
+        detector = build_detector("nus-regnetx-400mf-fpn", "placeholder", device="cuda", precision="fp16", cuda_graph=graph)
         for _ in range(2):
             detector(cloud)
         sites: collections.Counter[str] = collections.Counter()

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from regnet_pillars_ros.cli import main
-from regnet_pillars_ros.model import Detector
 from regnet_pillars_ros.runtime.bench import COMPOSITE_CLOUD, STAGES, make_cloud, network_gflop, percentiles, time_preset
+from regnet_pillars_ros.runtime.factory import build_detector
 
 PRESET = "nus-secfpn"
 
@@ -62,7 +62,7 @@ def test_bench_covers_every_backend(tmp_path, monkeypatch):
 
 
 def test_gflop_count_follows_the_layers_and_the_pillars():
-    detector = Detector.from_preset(PRESET, "placeholder")
+    detector = build_detector(PRESET, "placeholder")
     small, large = (make_cloud(n, source=None)[0] for n in (2000, 20000))
     few, many = network_gflop(detector, small), network_gflop(detector, large)
     # The canvas has a fixed size: backbone, neck and head cost the same on any cloud.
@@ -93,7 +93,7 @@ def test_generated_cloud_is_deterministic_and_sized(source):
 
 
 def test_a_cloud_outside_the_range_is_refused():
-    detector = Detector.from_preset(PRESET)
+    detector = build_detector(PRESET)
     far = np.full((100, 5), 500.0, np.float32)
     with pytest.raises(ValueError, match="no points inside"):
         time_preset(detector, far, repeats=1, warmup=0)

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from regnet_pillars_ros.model import Detector, get_preset
+from regnet_pillars_ros.model import get_preset
 from regnet_pillars_ros.model.checkpoint import box_convention_of, read_checkpoint, write_checkpoint
 from regnet_pillars_ros.model.postprocess import physical_bev, to_v1
+from regnet_pillars_ros.runtime.factory import build_detector
 
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "mmdet3d" / "nus-regnetx-400mf-secfpn-s11"
 
@@ -95,8 +96,8 @@ def test_v0_recipe_recovers_the_physical_boxes(tmp_path):
     v1_ckpt = read_checkpoint(FIXTURE / "checkpoint.pth")
     twin_path = write_checkpoint(tmp_path / "twin_v0.pth", v0_twin(v1_ckpt.state_dict, preset), get_preset(preset), "v0")
     points = np.load(FIXTURE / "points.npy")
-    v1 = Detector.from_preset(preset, FIXTURE / "checkpoint.pth")(points)
-    v0_detector = Detector.from_preset(preset, twin_path)
+    v1 = build_detector(preset, FIXTURE / "checkpoint.pth")(points)
+    v0_detector = build_detector(preset, twin_path)
     assert v0_detector.box_convention == "v0"
     v0 = v0_detector(points)
     assert len(v0) == len(v1) > 10
@@ -114,8 +115,8 @@ def test_v0_recipe_recovers_the_physical_boxes(tmp_path):
 @pytest.mark.skipif(not FIXTURE.is_dir(), reason=f"fixture not found at {FIXTURE}")
 def test_wrong_convention_changes_the_boxes():
     points = np.load(FIXTURE / "points.npy")
-    right = Detector.from_preset("nus-regnetx-400mf-secfpn", FIXTURE / "checkpoint.pth")(points)
-    wrong_detector = Detector.from_preset("nus-regnetx-400mf-secfpn", FIXTURE / "checkpoint.pth", box_convention="v0")
+    right = build_detector("nus-regnetx-400mf-secfpn", FIXTURE / "checkpoint.pth")(points)
+    wrong_detector = build_detector("nus-regnetx-400mf-secfpn", FIXTURE / "checkpoint.pth", box_convention="v0")
     assert wrong_detector.box_convention == "v0"
     wrong = wrong_detector(points)
     sizes_right = np.sort(right.boxes[:, 3:5], axis=0)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from regnet_pillars_ros.model import Detector, get_preset
+from regnet_pillars_ros.model import get_preset
 from regnet_pillars_ros.model.checkpoint import (
     CheckpointError,
     read_checkpoint,
@@ -19,6 +19,7 @@ from regnet_pillars_ros.model.checkpoint import (
     write_checkpoint,
 )
 from regnet_pillars_ros.model.network import PointPillarsNet
+from regnet_pillars_ros.runtime.factory import build_detector
 
 PRESET = "lyft-fpn"  # the smallest head; keeps files small
 
@@ -39,7 +40,7 @@ def test_official_v0_file_loads_with_v0_convention(tmp_path, state, legacy):
     meta = {"mmdet_version": "0.1.0", "CLASSES": list(get_preset(PRESET).class_names), "config": "model = dict(...)",
             "epoch": 24, "iter": 100, "mmcv_version": "0.6.2", "time": "Mon May 17 20:48:07 2021", "PALETTE": None}
     path = official_file(tmp_path / "model.pth", state, meta, legacy)
-    detector = Detector.from_preset(PRESET, path)
+    detector = build_detector(PRESET, path)
     assert detector.box_convention == "v0"
     for key, value in detector.net.state_dict().items():
         torch.testing.assert_close(value, state[key])
@@ -50,15 +51,15 @@ def test_written_checkpoint_records_convention_and_round_trips(tmp_path, state):
     ckpt = read_checkpoint(path)
     assert ckpt.meta["box_convention"] == "v1" and ckpt.meta["CLASSES"] == list(get_preset(PRESET).class_names)
     assert list(ckpt.state_dict) == list(state)
-    assert Detector.from_preset(PRESET, path).box_convention == "v1"
-    assert Detector.from_preset(PRESET, path, box_convention="v0").box_convention == "v0"
+    assert build_detector(PRESET, path).box_convention == "v1"
+    assert build_detector(PRESET, path, box_convention="v0").box_convention == "v0"
 
 
 def test_wrong_preset_is_refused_with_a_report(tmp_path):
     other = random_state_dict(PointPillarsNet(get_preset("nus-regnetx-400mf-fpn")), seed=1)
     path = official_file(tmp_path / "other.pth", other, {})
     with pytest.raises(CheckpointError) as err:
-        Detector.from_preset(PRESET, path)
+        build_detector(PRESET, path)
     message = str(err.value)
     assert "does not fit preset 'lyft-fpn'" in message
     assert "unexpected keys" in message and "mis-shaped keys" in message and "pts_backbone.layer1" in message
@@ -67,13 +68,13 @@ def test_wrong_preset_is_refused_with_a_report(tmp_path):
 def test_missing_key_is_refused(tmp_path, state):
     partial = OrderedDict(list(state.items())[1:])
     with pytest.raises(CheckpointError, match="1 missing keys"):
-        Detector.from_preset(PRESET, official_file(tmp_path / "partial.pth", partial, {}))
+        build_detector(PRESET, official_file(tmp_path / "partial.pth", partial, {}))
 
 
 def test_class_list_mismatch_is_refused(tmp_path, state):
     path = official_file(tmp_path / "classes.pth", state, {"CLASSES": ["car"] * 9})
     with pytest.raises(CheckpointError, match="classes in meta"):
-        Detector.from_preset(PRESET, path)
+        build_detector(PRESET, path)
 
 
 def test_truncated_file_is_refused(tmp_path, state):
@@ -87,7 +88,7 @@ def test_truncated_file_is_refused(tmp_path, state):
 
 def test_missing_file_says_which(tmp_path):
     with pytest.raises(CheckpointError, match="nope.pth: no such file"):
-        Detector.from_preset(PRESET, tmp_path / "nope.pth")
+        build_detector(PRESET, tmp_path / "nope.pth")
 
 
 class Payload:
@@ -132,7 +133,7 @@ def test_random_weights_are_deterministic_per_seed():
 
 
 def test_default_model_runs_end_to_end():
-    detector = Detector.from_preset(PRESET)
+    detector = build_detector(PRESET)
     assert "random" in detector.source
     rng = np.random.default_rng(0)
     out = detector(np.concatenate([rng.uniform(-30, 30, (3000, 2)), rng.uniform(-2, 1, (3000, 1)), np.zeros((3000, 1))], axis=1).astype(np.float32))

@@ -14,10 +14,11 @@ import pytest
 import torch
 
 from regnet_pillars_ros.cli import main
-from regnet_pillars_ros.model import PRESET_NAMES, Detector, get_preset
+from regnet_pillars_ros.model import PRESET_NAMES, get_preset
 from regnet_pillars_ros.model.checkpoint import check_against, read_checkpoint
 from regnet_pillars_ros.model.network import PointPillarsNet
 from regnet_pillars_ros.runtime.bench import synthetic_scene
+from regnet_pillars_ros.runtime.factory import build_detector
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC_KEYS = REPO.parent / "shared" / "spec" / "checkpoint_keys"
@@ -80,7 +81,7 @@ def test_detect_writes_the_detector_output(capsys, tmp_path):
     code, out, err = run(capsys, "detect", "--preset", CHEAP_PRESET, "--checkpoint", ckpt, "--points",
                          tmp_path / "cloud.npy", "--output", tmp_path / "pred.npz", "--show", "3")
     assert code == 0, err
-    expected = Detector.from_preset(CHEAP_PRESET, ckpt)(points)
+    expected = build_detector(CHEAP_PRESET, ckpt)(points)
     with np.load(tmp_path / "pred.npz") as pred:
         assert pred["boxes"].dtype == np.float32 and pred["boxes"].shape == (len(expected), 9)
         assert pred["scores"].dtype == np.float32 and pred["labels"].dtype == np.int64

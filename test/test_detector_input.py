@@ -9,6 +9,7 @@ import torch
 
 from regnet_pillars_ros.model import Detector
 from regnet_pillars_ros.model.detector import as_model_points, resolve_device, usable_points
+from regnet_pillars_ros.runtime.factory import build_detector
 
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "mmdet3d" / "nus-regnetx-400mf-secfpn-s11"
 pytestmark = pytest.mark.skipif(not FIXTURE.is_dir(), reason=f"fixture not found at {FIXTURE}")
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.skipif(not FIXTURE.is_dir(), reason=f"fixture not found
 
 @pytest.fixture(scope="module")
 def detector() -> Detector:
-    return Detector.from_preset("nus-regnetx-400mf-secfpn", FIXTURE / "checkpoint.pth")
+    return build_detector("nus-regnetx-400mf-secfpn", FIXTURE / "checkpoint.pth")
 
 
 @pytest.fixture(scope="module")
@@ -87,14 +88,14 @@ def test_cuda_without_gpu_says_so():
 
 
 def test_thresholds_change_between_calls(points):
-    detector = Detector.from_preset("nus-regnetx-400mf-secfpn", FIXTURE / "checkpoint.pth")
+    """Threshold and box limit go with each call; the detector keeps its preset's defaults."""
+    detector = build_detector("nus-regnetx-400mf-secfpn", FIXTURE / "checkpoint.pth")
     full = detector(points)
-    detector.score_threshold = 0.3
-    high = detector(points)
+    high = detector(points, score_threshold=0.3)
     assert 0 < len(high) < len(full) and (high.scores > 0.3).all()
-    detector.score_threshold, detector.max_detections = 0.05, 5
-    top = detector(points)
+    top = detector(points, score_threshold=0.05, max_detections=5)
     np.testing.assert_allclose(np.sort(top.scores)[::-1], np.sort(full.scores)[::-1][:5])
+    assert len(detector(points)) == len(full)
 
 
 def test_detections_accessors(detector, points):

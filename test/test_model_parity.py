@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from regnet_pillars_ros.model import Detector
+from regnet_pillars_ros.runtime.factory import build_detector
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "mmdet3d"
 CASES = {"nus-regnetx-400mf-secfpn-s11": "nus-regnetx-400mf-secfpn", "lyft-fpn-s12": "lyft-fpn"}
@@ -23,7 +23,7 @@ class Case:
     def __init__(self, folder: str):
         self.dir = FIXTURES / folder
         self.meta = json.loads((self.dir / "meta.json").read_text())
-        self.detector = Detector.from_preset(CASES[folder], self.dir / "checkpoint.pth")
+        self.detector = build_detector(CASES[folder], self.dir / "checkpoint.pth")
         self.points = np.load(self.dir / "points.npy")
         self.expected = {name: np.load(self.dir / "expected" / f"{name}.npz") for name in ("voxelization", "features", "nms_io", "result")}
         net = self.detector.net

@@ -16,6 +16,7 @@ from regnet_pillars_ros.model.postprocess import Candidates, physical_bev, postp
 from regnet_pillars_ros.model.rotated_nms import rotated_iou_bev
 from regnet_pillars_ros.runtime.backends import onnx_providers
 from regnet_pillars_ros.runtime.export import OPSET, export_onnx, read_metadata
+from regnet_pillars_ros.runtime.factory import build_detector
 from regnet_pillars_ros.sim.scene import generate_scene
 from regnet_pillars_ros.sim.sweeps import simulate_sample
 from regnet_pillars_ros.train.data import VAL_SEED_BASE
@@ -34,12 +35,12 @@ def points() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def reference(points):
-    return Detector.from_preset(PRESET, FIXTURE / "checkpoint.pth")(points)
+    return build_detector(PRESET, FIXTURE / "checkpoint.pth")(points)
 
 
 @pytest.fixture(scope="module")
 def onnx_file(tmp_path_factory) -> Path:
-    detector = Detector.from_preset(PRESET, FIXTURE / "checkpoint.pth")
+    detector = build_detector(PRESET, FIXTURE / "checkpoint.pth")
     path = tmp_path_factory.mktemp("onnx") / "model.onnx"
     report = export_onnx(detector.net, detector.preset, detector.box_convention, path)
     assert report.max_abs_diff < 1e-3 * report.max_abs_value
@@ -62,37 +63,37 @@ def test_export_records_preset_convention_and_opset(onnx_file):
 
 
 def test_onnxruntime_cpu_matches_torch(onnx_file, points, reference):
-    detector = Detector.from_preset(PRESET, onnx_file, backend="onnxruntime")
+    detector = build_detector(PRESET, onnx_file, backend="onnxruntime")
     assert detector.backend.providers == ["CPUExecutionProvider"]
     assert_same_detections(detector(points), reference)
 
 
 def test_pth_with_onnxruntime_exports_once_to_the_cache(tmp_path, monkeypatch, points, reference):
     monkeypatch.setenv("REGNET_PILLARS_CACHE", str(tmp_path))
-    detector = Detector.from_preset(PRESET, FIXTURE / "checkpoint.pth", backend="onnxruntime")
+    detector = build_detector(PRESET, FIXTURE / "checkpoint.pth", backend="onnxruntime")
     exported = list((tmp_path / "onnx").glob("*.onnx"))
     assert len(exported) == 1
     assert_same_detections(detector(points), reference)
     mtime = exported[0].stat().st_mtime_ns
-    Detector.from_preset(PRESET, FIXTURE / "checkpoint.pth", backend="onnxruntime")
+    build_detector(PRESET, FIXTURE / "checkpoint.pth", backend="onnxruntime")
     assert exported[0].stat().st_mtime_ns == mtime
 
 
 def test_onnx_of_another_preset_is_refused(onnx_file):
     with pytest.raises(CheckpointError, match="exported for preset"):
-        Detector.from_preset("nus-regnetx-400mf-fpn", onnx_file, backend="onnxruntime")
+        build_detector("nus-regnetx-400mf-fpn", onnx_file, backend="onnxruntime")
     with pytest.raises(ValueError, match="use backend 'onnxruntime'"):
-        Detector.from_preset(PRESET, onnx_file, backend="torch")
+        build_detector(PRESET, onnx_file, backend="torch")
 
 
 def test_bad_backend_and_precision_are_refused():
     with pytest.raises(ValueError, match="backend must be one of"):
-        Detector.from_preset(PRESET, backend="tensorflow")
+        build_detector(PRESET, backend="tensorflow")
     for precision in ("tf32", "fp16"):
         with pytest.raises(ValueError, match=f"{precision} needs a CUDA device"):
-            Detector.from_preset(PRESET, precision=precision)
+            build_detector(PRESET, precision=precision)
     with pytest.raises(ValueError, match="cuda_graph needs a CUDA device"):
-        Detector.from_preset(PRESET, cuda_graph=True)
+        build_detector(PRESET, cuda_graph=True)
 
 
 def test_provider_order_prefers_tensorrt_then_cuda(tmp_path):
@@ -107,17 +108,17 @@ def test_provider_order_prefers_tensorrt_then_cuda(tmp_path):
 
 @needs_cuda
 def test_torch_cuda_fp32_matches_cpu(points, reference):
-    assert_same_detections(Detector.from_preset(PRESET, FIXTURE / "checkpoint.pth", device="cuda")(points), reference)
+    assert_same_detections(build_detector(PRESET, FIXTURE / "checkpoint.pth", device="cuda")(points), reference)
 
 
 @needs_cuda
 def test_torch_cuda_graph_matches_cpu(points, reference):
-    detector = Detector.from_preset(PRESET, FIXTURE / "checkpoint.pth", device="cuda", cuda_graph=True)
+    detector = build_detector(PRESET, FIXTURE / "checkpoint.pth", device="cuda", cuda_graph=True)
     for _ in range(2):  # the first frame captures, the second replays
         assert_same_detections(detector(points), reference)
-    assert_same_detections(detector(points[::2].copy()), Detector.from_preset(PRESET, FIXTURE / "checkpoint.pth")(points[::2].copy()))
+    assert_same_detections(detector(points[::2].copy()), build_detector(PRESET, FIXTURE / "checkpoint.pth")(points[::2].copy()))
     doubled = np.concatenate([points, points])  # more points than the graph has room for: captured anew
-    assert_same_detections(detector(doubled), Detector.from_preset(PRESET, FIXTURE / "checkpoint.pth")(doubled))
+    assert_same_detections(detector(doubled), build_detector(PRESET, FIXTURE / "checkpoint.pth")(doubled))
     empty = detector(np.full((100, points.shape[1]), np.nan, np.float32))  # replayed: no pillar, no box
     assert len(empty) == 0 and empty.stats["points_nonfinite"] == 100 and empty.stats["pillars"] == 0
     assert detector(points).stats == reference.stats
@@ -127,7 +128,7 @@ def test_torch_cuda_graph_matches_cpu(points, reference):
 def test_fixed_size_frame_gives_the_eager_detections(points, reference):
     """The body of the CUDA graph (`Detector.fixed_size_frame`), run eagerly on the CPU: the first
     `count` rows of a larger buffer, whose other rows hold a stale cloud, give the eager boxes."""
-    detector = Detector.from_preset(PRESET, FIXTURE / "checkpoint.pth")
+    detector = build_detector(PRESET, FIXTURE / "checkpoint.pth")
     cloud = np.concatenate([points, np.full((7, points.shape[1]), np.nan, np.float32)])
     buffer = torch.from_numpy(np.concatenate([cloud, points[:5000] + 1.0]))
     with torch.inference_mode():
@@ -146,18 +147,23 @@ def test_fixed_size_frame_gives_the_eager_detections(points, reference):
         assert detector.fixed_size_frame(four, torch.tensor(0))[-1].tolist() == [0, 0, 0, 0]
 
 
-def test_failed_graph_capture_falls_back_to_eager_frames(points, reference, monkeypatch, caplog):
+def test_failed_graph_capture_falls_back_to_eager_frames(points, reference, caplog):
     """A capture that fails (an operation the GPU's capture refuses) costs no frame: it is logged
-    and the detector runs eagerly from then on. (No GPU here: the capture's failure is forced.)"""
-    detector = Detector.from_preset(PRESET, FIXTURE / "checkpoint.pth")
-    detector.cuda_graph = True
+    and the detector runs eagerly from then on. (No GPU here: the capture given to the detector
+    refuses.)"""
+    built = build_detector(PRESET, FIXTURE / "checkpoint.pth")
+    attempts = []
 
-    def refuse(cloud):
+    def refuse(fn, cloud, device):
+        attempts.append(cloud.shape)
         raise RuntimeError("operation not permitted when stream is capturing")
 
-    monkeypatch.setattr(detector, "_captured_frame", refuse)
+    detector = Detector(built.preset, built.backend, built.box_convention, built.device, built.source, capture=refuse)
+    assert detector.cuda_graph
     assert_same_detections(detector(points), reference)
     assert not detector.cuda_graph and "capturing the CUDA graph failed" in caplog.text
+    assert_same_detections(detector(points), reference)
+    assert len(attempts) == 1  # no second capture after the failure
 
 
 class SyncRecorder(TorchDispatchMode):
@@ -183,7 +189,7 @@ class SyncRecorder(TorchDispatchMode):
 
 
 def test_fixed_size_frame_needs_no_host_synchronisation(points):
-    detector = Detector.from_preset(PRESET, FIXTURE / "checkpoint.pth")
+    detector = build_detector(PRESET, FIXTURE / "checkpoint.pth")
     buffer, count = torch.from_numpy(points), torch.tensor(points.shape[0])
     with torch.inference_mode():
         detector.fixed_size_frame(buffer, count)  # anchors are made once, before a capture
@@ -199,7 +205,7 @@ def test_fixed_size_frame_needs_no_host_synchronisation(points):
 def test_cuda_graph_capture_while_another_detector_runs_frames(points, reference):
     """A model swap: the new detector captures its graph on one thread while the old one keeps
     replaying frames on another; no frame fails and neither falls back to eager frames."""
-    old = Detector.from_preset(PRESET, FIXTURE / "checkpoint.pth", device="cuda", cuda_graph=True)
+    old = build_detector(PRESET, FIXTURE / "checkpoint.pth", device="cuda", cuda_graph=True)
     old(points)
     frames, errors, stop = [], [], threading.Event()
 
@@ -213,7 +219,7 @@ def test_cuda_graph_capture_while_another_detector_runs_frames(points, reference
     worker = threading.Thread(target=run_old)
     worker.start()
     try:
-        new = Detector.from_preset(PRESET, FIXTURE / "checkpoint.pth", device="cuda", cuda_graph=True)
+        new = build_detector(PRESET, FIXTURE / "checkpoint.pth", device="cuda", cuda_graph=True)
         new.warmup(points)
     finally:
         stop.set()
@@ -229,7 +235,7 @@ def trained_scan() -> tuple[np.ndarray, object]:
     weights are no judge of reduced precision: their scores sit on knife edges)."""
     scene = generate_scene(VAL_SEED_BASE + 770)
     points = simulate_sample(scene, 20, seed=VAL_SEED_BASE + 770).points
-    return points, Detector.from_preset(TRAINED)(points)
+    return points, build_detector(TRAINED)(points)
 
 
 def match_rate(reference, got, min_score: float = 0.3) -> float:
@@ -251,7 +257,7 @@ def match_rate(reference, got, min_score: float = 0.3) -> float:
 def test_torch_cuda_reduced_precision_match_rate(trained_scan, precision, cuda_graph, rate):
     """Trained weights: at least 99% of the strong boxes matched for tf32 and fp16, the measured share for bf16."""
     points, reference = trained_scan
-    got = Detector.from_preset(TRAINED, device="cuda", precision=precision, cuda_graph=cuda_graph)(points)
+    got = build_detector(TRAINED, device="cuda", precision=precision, cuda_graph=cuda_graph)(points)
     measured = match_rate(reference, got)
     print(f"{precision}{' + CUDA graph' if cuda_graph else ''}: {measured:.3f} of the boxes matched")
     assert measured >= rate
@@ -260,7 +266,7 @@ def test_torch_cuda_reduced_precision_match_rate(trained_scan, precision, cuda_g
 def test_torch_cpu_bf16_match_rate(trained_scan):
     """bf16 autocast on the CPU (43 of 44 boxes on this scan with oneDNN's bf16 convolutions)."""
     points, reference = trained_scan
-    assert match_rate(reference, Detector.from_preset(TRAINED, precision="bf16")(points)) >= 0.95
+    assert match_rate(reference, build_detector(TRAINED, precision="bf16")(points)) >= 0.95
 
 
 @needs_cuda
@@ -269,7 +275,7 @@ def test_onnxruntime_gpu_provider_matches_torch(onnx_file, points, reference):
 
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         pytest.skip("this onnxruntime build has no CUDA provider")
-    detector = Detector.from_preset(PRESET, onnx_file, backend="onnxruntime", device="cuda")
+    detector = build_detector(PRESET, onnx_file, backend="onnxruntime", device="cuda")
     if detector.backend.providers[0] == "CPUExecutionProvider":
         pytest.skip("the CUDA provider is listed but could not start (CUDA libraries missing)")
     assert_same_detections(detector(points), reference)

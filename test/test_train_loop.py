@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from regnet_pillars_ros.model.checkpoint import read_checkpoint, write_checkpoint
-from regnet_pillars_ros.model.detector import Detector
 from regnet_pillars_ros.model.head import level_anchors
 from regnet_pillars_ros.model.presets import get_preset
+from regnet_pillars_ros.runtime.factory import build_detector
 from regnet_pillars_ros.sim.lidar import LidarConfig
 from regnet_pillars_ros.sim.sweeps import simulate_sample
 from regnet_pillars_ros.train import cli
@@ -47,7 +47,7 @@ def test_time_limit_ends_the_run_and_saves(tmp_path):
     ckpt = read_checkpoint(tmp_path / "latest.pth")
     assert ckpt.meta["iteration"] == len(rows)
     assert ckpt.state_dict["pts_bbox_head.conv_cls.weight"].dtype == torch.float16
-    net = Detector.from_preset("nus-secfpn", tmp_path / "latest.pth").net
+    net = build_detector("nus-secfpn", tmp_path / "latest.pth").net
     assert net.pts_bbox_head.conv_cls.weight.dtype == torch.float32
     torch.testing.assert_close(net.pts_bbox_head.conv_cls.weight.detach(), ckpt.state_dict["pts_bbox_head.conv_cls.weight"].float())
     with pytest.raises(ValueError, match="time-limit"):
@@ -72,7 +72,7 @@ def test_tiny_run_writes_a_checkpoint_the_detector_loads(tmp_path):
     assert (tmp_path / "loss.png").stat().st_size > 0
     meta = read_checkpoint(tmp_path / "latest.pth").meta
     assert meta["iteration"] == 3 and meta["note"] == "trained on synthetic scans" and meta["box_convention"] == "v1"
-    detector = Detector.from_preset("nus-secfpn", tmp_path / "latest.pth")
+    detector = build_detector("nus-secfpn", tmp_path / "latest.pth")
     assert detector.box_convention == "v1"
     detections = detector(np.random.default_rng(0).uniform(-20, 20, (2000, 4)).astype(np.float32))
     assert detections.boxes.shape[1] == 9
@@ -124,4 +124,4 @@ def test_torchrun_two_gloo_workers(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     rows = list(csv.DictReader(open(tmp_path / "losses.csv")))
     assert len(rows) == 2 and all(math.isfinite(float(r["loss"])) for r in rows)
-    Detector.from_preset("nus-secfpn", tmp_path / "latest.pth")
+    build_detector("nus-secfpn", tmp_path / "latest.pth")

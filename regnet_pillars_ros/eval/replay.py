@@ -20,10 +20,11 @@ from rosbags.rosbag2 import Reader
 from rosbags.typesys import Stores, get_typestore
 from tqdm import tqdm
 
+from ..messages.cloud import CloudError, read_points
 from ..model import Detections, Detector
 from ..pipeline.frame import OutputFilter, SweepSettings, detect
 from ..pipeline.transforms import Transform, TransformBuffer, TransformError
-from ..messages.cloud import CloudError, read_points
+from ..runtime.factory import build_detector
 from . import bag_topics as topics
 
 NO_CLOUD = "no cloud at the key frame's stamp"
@@ -40,7 +41,7 @@ class ReplayConfig:
     sweeps: SweepSettings = SweepSettings()
 
     def detector(self) -> Detector:
-        return Detector.from_preset(self.preset, checkpoint=self.checkpoint, device=self.device)
+        return build_detector(self.preset, self.checkpoint, device=self.device)
 
 
 @dataclass(frozen=True)

@@ -4,25 +4,20 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import contextmanager
-from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
 
-from .bundled import BUNDLED_NOTE, PLACEHOLDER, bundled_checkpoint
-from .checkpoint import CONVENTIONS, CheckpointError, box_convention_of, load_into, read_checkpoint
+from .checkpoint import CONVENTIONS
 from .detections import Detections
+from .execution import CapturedFrame, FrameCapture, InferenceBackend
 from .head import flatten_maps, level_anchors
 from .network import PointPillarsNet
-from .placeholder import placeholder_weights, synthetic_cloud
+from .placeholder import synthetic_cloud
 from .postprocess import Candidates, PostprocessConfig, postprocess, select_candidates
-from .presets import Preset, get_preset
+from .presets import Preset
 from .voxelize import Pillars, VoxelGrid, voxelize, voxelize_fixed
-
-if TYPE_CHECKING:
-    from ..runtime.backends import InferenceBackend
-    from ..runtime.cuda_graph import CapturedFrame
 
 log = logging.getLogger(__name__)
 
@@ -83,16 +78,22 @@ def resolve_device(device: str) -> torch.device:
 
 
 class Detector:
-    """One preset with its weights on one device and backend. Thresholds may change between calls."""
+    """One preset with its weights on one device and backend (`runtime.factory.build_detector`
+    assembles one). Score threshold and box limit are given per call; the preset's test_cfg
+    values (`score_threshold`, `max_detections`) serve calls that give none.
 
-    def __init__(self, preset: Preset, backend: "InferenceBackend", convention: str, device: torch.device, source: str,
-                 cuda_graph: bool = False):
+    capture: where given, every frame with points runs `fixed_size_frame` as a `CapturedFrame`
+        that ``capture`` builds (a CUDA graph: range filter, voxelization, network, top-k
+        decoding; the backend must run padded inputs); NMS then runs eagerly. A capture that
+        fails is logged and the frames run eagerly from then on.
+    """
+
+    def __init__(self, preset: Preset, backend: InferenceBackend, convention: str, device: torch.device, source: str,
+                 capture: FrameCapture | None = None):
         if convention not in CONVENTIONS:
             raise ValueError(f"box convention must be one of {CONVENTIONS}, got {convention!r}")
-        if cuda_graph and device.type != "cuda":
-            raise ValueError("cuda_graph needs a CUDA device")
-        if cuda_graph and not hasattr(backend, "network_padded"):
-            raise ValueError(f"cuda_graph needs the torch backend, not {backend.name}")
+        if capture is not None and not hasattr(backend, "network_padded"):
+            raise ValueError(f"a captured frame needs the torch backend, not {backend.name}")
         self.preset = preset
         self.backend = backend
         self.box_convention = convention
@@ -100,11 +101,16 @@ class Detector:
         self.source = source
         self.score_threshold = preset.test_cfg.score_thr
         self.max_detections = preset.test_cfg.max_num
-        self.cuda_graph = cuda_graph
         self.profile_stages = False  # synchronise and time every stage (benchmarks)
         self._anchors: dict[tuple[int, int, int], torch.Tensor] = {}
         self._grid = VoxelGrid.of(preset.point_cloud_range, preset.voxel_size, device)
-        self._captured: "CapturedFrame | None" = None
+        self._capture = capture
+        self._captured: CapturedFrame | None = None
+
+    @property
+    def cuda_graph(self) -> bool:
+        """Whether frames replay a captured graph (False again after a failed capture)."""
+        return self._capture is not None
 
     @property
     def net(self) -> PointPillarsNet:
@@ -112,80 +118,6 @@ class Detector:
         if not isinstance(getattr(self.backend, "net", None), PointPillarsNet):
             raise AttributeError(f"the {self.backend.name} backend has no torch network")
         return self.backend.net
-
-    @classmethod
-    def from_preset(
-        cls,
-        name: str,
-        checkpoint: str | Path | None = None,
-        device: str = "cpu",
-        box_convention: str = "auto",
-        verify_sha256: bool = True,
-        backend: str = "torch",
-        precision: str = "fp32",
-        cuda_graph: bool = False,
-    ) -> "Detector":
-        """Build preset `name` with the weights of `checkpoint` on `device` and `backend`.
-
-        checkpoint: an official-format .pth file, an exported .onnx file (onnxruntime backend),
-            None for the weights shipped with the package (nus-regnetx-400mf-fpn, trained on
-            synthetic scans) or, for other presets, seeded random placeholder weights (said in the
-            log), or "placeholder" for the placeholder weights of any preset.
-        box_convention: 'auto' reads it from the checkpoint (official v0.1.0 files are 'v0');
-            'v0' or 'v1' overrides it.
-        backend: 'torch' or 'onnxruntime' (a .pth is exported to ONNX once and cached).
-        precision: 'fp32', or on CUDA with the torch backend 'tf32', 'fp16' or 'bf16'.
-        cuda_graph: replay every step of a frame whose sizes do not depend on the cloud (range filter,
-            voxelization, network, top-k decoding: `fixed_size_frame`) as one CUDA graph (torch
-            backend on CUDA); NMS then runs eagerly.
-        """
-        # The runtime layer builds on the model layer: imported here, not at module level.
-        from ..runtime.backends import BACKENDS, OnnxRuntimeBackend, TorchBackend
-        from ..runtime.export import cache_dir, cached_export, read_metadata
-
-        preset = get_preset(name)
-        if box_convention not in ("auto", *CONVENTIONS):
-            raise ValueError(f"box_convention must be auto, v0 or v1, got {box_convention!r}")
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        torch_device = resolve_device(device)
-        shipped = bundled_checkpoint(name)
-        if checkpoint is None or str(checkpoint) == "":
-            checkpoint = shipped or PLACEHOLDER
-        bundled = shipped is not None and checkpoint == shipped
-        if str(checkpoint).endswith(".onnx"):
-            if backend != "onnxruntime":
-                raise ValueError(f"{checkpoint} is an ONNX file: use backend 'onnxruntime' (or give the .pth checkpoint)")
-            meta = read_metadata(checkpoint)
-            if meta.get("preset") != name:
-                raise CheckpointError(f"ONNX file {checkpoint} was exported for preset {meta.get('preset')!r}, not {name!r}")
-            convention, source = meta.get("box_convention", "v1"), str(checkpoint)
-            onnx_path = Path(checkpoint)
-        else:
-            net = PointPillarsNet(preset)
-            if str(checkpoint) == PLACEHOLDER:
-                placeholder_weights(net, preset, preset.test_cfg.score_thr)
-                convention, source = "v1", "seeded random placeholder weights (detections are meaningless)"
-                log.warning("preset %s: no trained weights given, using %s", name, source)
-            else:
-                ckpt = read_checkpoint(checkpoint, verify_sha256=verify_sha256)
-                load_into(net, ckpt, preset)
-                convention, source = box_convention_of(ckpt.meta), str(checkpoint)
-                if bundled:
-                    source = f"the bundled default model ({BUNDLED_NOTE}): {checkpoint}"
-            if backend == "onnxruntime":
-                onnx_path = cached_export(net, preset, convention)
-        if box_convention != "auto":
-            convention = box_convention
-        if backend == "torch":
-            runner: "InferenceBackend" = TorchBackend(net, torch_device, precision)
-        else:
-            if precision != "fp32" or cuda_graph:
-                raise ValueError("the onnxruntime backend runs fp32 exports as they are; precision and cuda_graph "
-                                 "are torch-backend options")
-            runner = OnnxRuntimeBackend(onnx_path, torch_device, trt_cache_dir=cache_dir() / "tensorrt")
-        log.info("preset %s: weights from %s, box convention %s, %s backend on %s", name, source, convention, backend, torch_device)
-        return cls(preset, runner, convention, torch_device, source, cuda_graph=cuda_graph)
 
     # -- stages -----------------------------------------------------------------------------
 
@@ -206,21 +138,26 @@ class Detector:
             self._anchors[key] = level_anchors(self.preset.anchors, level, feature_hw, self.box_convention, self.device)
         return self._anchors[key]
 
-    def postprocess_config(self) -> PostprocessConfig:
+    def postprocess_config(self, score_threshold: float | None = None,
+                           max_detections: int | None = None) -> PostprocessConfig:
+        """Decoding and NMS settings; the preset's threshold and box limit where none is given."""
         p = self.preset
         return PostprocessConfig(
-            score_thr=float(self.score_threshold),
+            score_thr=float(self.score_threshold if score_threshold is None else score_threshold),
             nms_thr=p.test_cfg.nms_thr,
             nms_pre=p.test_cfg.nms_pre,
-            max_num=int(self.max_detections),
+            max_num=int(self.max_detections if max_detections is None else max_detections),
             dir_offset=p.dir_offset(self.box_convention),
             dir_limit_offset=p.dir_limit_offset,
             convention=self.box_convention,
         )
 
     @torch.inference_mode()
-    def __call__(self, points: np.ndarray | torch.Tensor) -> Detections:
-        """Detect boxes in one merged cloud [N, 4] (x, y, z, dt) or [N, 5] (x, y, z, intensity, dt)."""
+    def __call__(self, points: np.ndarray | torch.Tensor, score_threshold: float | None = None,
+                 max_detections: int | None = None) -> Detections:
+        """Detect boxes in one merged cloud [N, 4] (x, y, z, dt) or [N, 5] (x, y, z, intensity, dt):
+        those scoring at least `score_threshold`, at most `max_detections` of them (the preset's
+        values where None)."""
         timings: dict[str, float] = {}
         start = time.perf_counter()
         cloud = as_model_points(points)
@@ -231,7 +168,7 @@ class Detector:
             empty.stats, empty.timings_ms = stats, {**timings, "total": (time.perf_counter() - start) * 1e3}
             return empty
         with self._stage(timings, "postprocess", always=True):
-            boxes, scores, labels = postprocess(candidates(), self.postprocess_config())
+            boxes, scores, labels = postprocess(candidates(), self.postprocess_config(score_threshold, max_detections))
             # One device-to-host copy for the frame's results (labels < 2^24 are exact in float32).
             rows = torch.cat((boxes.float(), scores.float()[:, None], labels.float()[:, None]), dim=1).cpu().numpy()
             result = Detections(
@@ -263,7 +200,7 @@ class Detector:
                 captured = self._captured_frame(cloud)
             except RuntimeError as err:  # an operation the capture refused: the frame still runs
                 log.error("preset %s: capturing the CUDA graph failed, running eagerly from now on: %s", self.preset.name, err)
-                self.cuda_graph, self._captured = False, None
+                self._capture, self._captured = None, None
                 return None
             captured.load(cloud)
         with self._stage(timings, "graph", always=True):
@@ -287,13 +224,11 @@ class Detector:
         nonfinite = (present & finite.logical_not()).sum()
         return candidates.boxes, candidates.scores, candidates.dir_labels, torch.cat((torch.stack((nonfinite, usable.sum())), counts))
 
-    def _captured_frame(self, cloud: torch.Tensor) -> "CapturedFrame":
-        """The CUDA graph of `fixed_size_frame`, captured anew for a cloud it has no room for."""
-        from ..runtime.cuda_graph import CapturedFrame
-
+    def _captured_frame(self, cloud: torch.Tensor) -> CapturedFrame:
+        """The captured `fixed_size_frame`, captured anew for a cloud it has no room for."""
         if self._captured is None or not self._captured.fits(cloud):
             self._captured = None  # free the old graph's memory before the new capture
-            self._captured = CapturedFrame(self.fixed_size_frame, cloud, self.device)
+            self._captured = self._capture(self.fixed_size_frame, cloud, self.device)
         return self._captured
 
     def candidates(self, maps: list[torch.Tensor]) -> Candidates:

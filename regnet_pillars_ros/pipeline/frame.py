@@ -54,7 +54,7 @@ def detect(detector: "Detector", points: np.ndarray, out: OutputFilter) -> "Dete
     thresholds = class_thresholds(detector.preset.class_names, out.score_threshold,
                                   out.class_thresholds)
     # The model caps its boxes by score over all classes; with per-class thresholds the
-    # cap must come after them, so the model's cap is lifted to its candidate bound.
-    detector.score_threshold = float(thresholds.min())
-    detector.max_detections = MODEL_BOX_BOUND if out.class_thresholds else out.max_detections
-    return select(detector(points), thresholds, out.max_detections)
+    # cap must come after them, so the model's cap is lifted to its candidate bound. Both go
+    # with the call, not into the detector, which more than one thread may use.
+    limit = MODEL_BOX_BOUND if out.class_thresholds else out.max_detections
+    return select(detector(points, float(thresholds.min()), limit), thresholds, out.max_detections)

@@ -37,6 +37,7 @@ from ..messages.markers import MarkerOptions, detection_markers
 from ..model import Detections, Detector
 from ..pipeline.frame import OutputFilter, SweepSettings, detect
 from ..pipeline.transforms import Transform, TransformError, transform_boxes
+from ..runtime.factory import build_detector
 from ..runtime.heap import keep_freed_memory
 from . import params as P
 from .diagnostics import Health
@@ -141,12 +142,11 @@ class DetectorNode(Node):
     def _load(self, preset: str, checkpoint: str) -> Model:
         """Build, load and warm a model; raises with the reason (CheckpointError, ValueError)."""
         t0 = time.perf_counter()
-        detector = Detector.from_preset(preset, checkpoint=checkpoint or None,
-                                        device=self._param("device"),
-                                        box_convention=self._param("box_convention"),
-                                        backend=self._param("backend"),
-                                        precision=self._param("precision"),
-                                        cuda_graph=self._param("cuda_graph"))
+        detector = build_detector(preset, checkpoint or None, device=self._param("device"),
+                                  box_convention=self._param("box_convention"),
+                                  backend=self._param("backend"),
+                                  precision=self._param("precision"),
+                                  cuda_graph=self._param("cuda_graph"))
         detector.warmup(self._last_cloud)
         self.get_logger().info(
             f"model ready: {preset} ({detector.source}), box convention "

@@ -1,38 +1,49 @@
-"""Inference backends: run the network from pillars to raw head maps, behind one small interface.
-
-A backend is called with the pillar tensors `(points, point_pillar, coors, num_points)` and a
-`stage(name)` context-manager factory for timing, and returns the raw head maps level after
-level (cls, reg, dir, cls, reg, dir, ...) as float32 torch tensors on the detector's device.
-Voxelization before and decoding/NMS after stay in torch on that same device.
+"""Inference backends: run the network from pillars to raw head maps, behind the model layer's
+`InferenceBackend` interface (model/execution.py). Voxelization before and decoding/NMS after stay
+in torch on the detector's device.
 """
 from __future__ import annotations
 
 import contextlib
 import copy
+import logging
+import threading
 from pathlib import Path
-from typing import Callable, ContextManager, Protocol
+from typing import ContextManager
 
 import numpy as np
 import torch
 
+from ..model.execution import NetworkInputs, StageTimer, no_timing
 from ..model.network import PointPillarsNet, fold_batchnorm
 from .choices import BACKENDS, PRECISIONS  # noqa: F401 (BACKENDS: for importers of this module)
-
-StageTimer = Callable[[str], ContextManager[None]]
-NetworkInputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 CUDA_ONLY = ("tf32", "fp16")
 
-
-class InferenceBackend(Protocol):
-    name: str
-
-    def __call__(self, inputs: NetworkInputs, stage: StageTimer) -> list[torch.Tensor]: ...
+log = logging.getLogger(__name__)
+_cudnn_lock = threading.Lock()
+_cudnn_tf32: bool | None = None  # the TF32 setting this process gave cuDNN, None before the first
 
 
-def no_timing(_: str) -> ContextManager[None]:
-    return contextlib.nullcontext()
+def use_cudnn(precision: str) -> None:
+    """Set cuDNN's process-wide flags for `precision` (autotuned convolutions; TF32 only for
+    tf32), once per process and precision. They are never entered and left around each frame:
+    `torch.backends.cudnn.flags` restores the flags it found on exit, so during a model swap one
+    thread's exit could switch TF32 back on under the other thread's fp32 frame or graph capture.
+    A process runs one CUDA precision at a time (the node's `precision` is fixed at start)."""
+    global _cudnn_tf32
+    tf32 = precision == "tf32"
+    with _cudnn_lock:
+        if _cudnn_tf32 == tf32:
+            return
+        if _cudnn_tf32 is not None:
+            log.warning("cuDNN TF32 switched %s for precision %s: CUDA detectors built earlier in this "
+                        "process follow it", "on" if tf32 else "off", precision)
+        torch.backends.cudnn.enabled = True
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.allow_tf32 = tf32
+        _cudnn_tf32 = tf32
 
 
 class TorchBackend:
@@ -40,11 +51,12 @@ class TorchBackend:
 
     fp32 is IEEE fp32 (cuDNN's TF32 convolutions switched off), tf32 lets cuDNN use TF32, fp16 and
     bf16 autocast the backbone, neck and head (the pillar encoder stays fp32); bf16 also runs on
-    CPUs (about twice as fast where they have AVX-512 BF16 or AMX, at a lower match rate). Runs a copy of the
-    network with BatchNorm folded into the convolutions and, by default, in channels-last layout
-    (about 15% faster on a 2-core CPU); `net` keeps the loaded weights as they are, for exports
-    and inspection. `network_padded` runs fixed-size inputs, the part of a frame that
-    `Detector(cuda_graph=True)` replays as a CUDA graph.
+    CPUs (faster where they have AVX-512 BF16 or AMX, at a lower match rate). On CUDA, building
+    one sets cuDNN's flags for its precision (`use_cudnn`). Runs a copy of the network with
+    BatchNorm folded into the convolutions and, by default, in channels-last layout (faster on
+    CPUs); `net` keeps the loaded weights as they are, for exports and inspection.
+    `network_padded` runs fixed-size inputs, the part of a frame that a captured CUDA graph
+    replays (`Detector.fixed_size_frame`).
     """
 
     name = "torch"
@@ -54,6 +66,8 @@ class TorchBackend:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if precision in CUDA_ONLY and device.type != "cuda":
             raise ValueError(f"precision {precision} needs a CUDA device (on CPU the torch backend runs fp32 or bf16)")
+        if device.type == "cuda":
+            use_cudnn(precision)
         self.net = net.to(device).eval()
         self.device = device
         self.precision = precision
@@ -89,12 +103,10 @@ class TorchBackend:
         return [m.float() for m in maps]
 
     def _math_mode(self) -> ContextManager[None]:
-        stack = contextlib.ExitStack()
-        if self.device.type == "cuda":
-            stack.enter_context(torch.backends.cudnn.flags(enabled=True, benchmark=True, allow_tf32=self.precision == "tf32"))
+        """Autocast for fp16 and bf16 (thread-local state, unlike cuDNN's flags)."""
         if self.precision in AUTOCAST_DTYPES:
-            stack.enter_context(torch.autocast(self.device.type, dtype=AUTOCAST_DTYPES[self.precision]))
-        return stack
+            return torch.autocast(self.device.type, dtype=AUTOCAST_DTYPES[self.precision])
+        return contextlib.nullcontext()
 
 
 def onnx_providers(device: torch.device, trt_cache_dir: Path | None = None) -> list:
@@ -127,7 +139,7 @@ class OnnxRuntimeBackend:
         options = ort.SessionOptions()
         options.log_severity_level = 3  # onnxruntime warns about dynamic output shapes on every run
         # Its idle worker threads would otherwise spin after each run, taking the CPU from the
-        # torch post-processing that follows (2 cores: decode+NMS 35 -> 80 ms).
+        # torch post-processing that follows.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(onnx_path), options, providers=onnx_providers(device, trt_cache_dir))
         self.providers = self.session.get_providers()

@@ -23,12 +23,12 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..model import Detector
 from ..model.bundled import PLACEHOLDER
-from ..model.detector import as_model_points, resolve_device, usable_points
+from ..model.detector import Detector, as_model_points, resolve_device, usable_points
 from ..model.network import PointPillarsNet
 from ..model.voxelize import VoxelGrid, voxelize, voxelize_fixed
 from ..pointfiles import read_points
+from .factory import build_detector
 
 REALDATA = Path(__file__).resolve().parents[2].parent / "shared" / "realdata"
 COMPOSITE_CLOUD = REALDATA / "composite_10sweeps_lyft_val_poses.npy"
@@ -135,17 +135,19 @@ def cpu_peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def time_preset(detector: Detector, cloud: np.ndarray, repeats: int, warmup: int) -> PresetResult:
-    """Warm up, then time `repeats` whole frames with per-stage timings."""
+def time_preset(detector: Detector, cloud: np.ndarray, repeats: int, warmup: int,
+                score_threshold: float | None = None) -> PresetResult:
+    """Warm up, then time `repeats` whole frames with per-stage timings (boxes scoring at least
+    `score_threshold`; the preset's threshold where None)."""
     if repeats < 1 or warmup < 0:
         raise ValueError(f"repeats must be >= 1 and warmup >= 0, got {repeats} and {warmup}")
     detector.profile_stages = True
     for _ in range(warmup):
-        detector(cloud)
+        detector(cloud, score_threshold)
     cuda = detector.device.type == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats(detector.device)
-    frames = [detector(cloud) for _ in range(repeats)]
+    frames = [detector(cloud, score_threshold) for _ in range(repeats)]
     if frames[0].stats["pillars"] == 0:
         raise ValueError(f"the cloud has no points inside preset {detector.preset.name}'s range; nothing to time")
     samples = {key: [f.timings_ms[key] for f in frames] for key, _ in STAGES if key in frames[0].timings_ms}
@@ -282,11 +284,9 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
         results = []
         for name in config.presets:
             for backend in config.backends:
-                detector = Detector.from_preset(name, config.checkpoint or PLACEHOLDER, device=config.device,
-                                                backend=backend, precision=config.precision, cuda_graph=config.cuda_graph)
-                if config.score_threshold is not None:
-                    detector.score_threshold = config.score_threshold
-                results.append(time_preset(detector, cloud, config.repeats, config.warmup))
+                detector = build_detector(name, config.checkpoint or PLACEHOLDER, device=config.device,
+                                          backend=backend, precision=config.precision, cuda_graph=config.cuda_graph)
+                results.append(time_preset(detector, cloud, config.repeats, config.warmup, config.score_threshold))
         environment_now = environment(device)
     note = (
         "seeded random placeholder weights: the network stages take the same time with any weights, "

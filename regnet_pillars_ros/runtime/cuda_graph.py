@@ -1,4 +1,5 @@
-"""A frame function captured once as a CUDA graph over a fixed-size cloud buffer, then replayed.
+"""A frame function captured once as a CUDA graph over a fixed-size cloud buffer, then replayed
+(the model layer's `CapturedFrame`; `runtime.factory` hands the class to a `Detector`).
 
 Replaying a graph launches its hundreds of kernels with one call, without Python in between;
 the price is fixed tensor sizes, which `Detector.fixed_size_frame` provides (padded voxelization,
@@ -6,14 +7,12 @@ top-k candidates), and fixed buffers that each frame's cloud is copied into.
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 
-FrameFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, ...]]
+from ..model.execution import FrameFn
 
 
-class CapturedFrame:
+class CudaGraphFrame:
     """`fn(cloud, count)` on a device buffer with room for 1.5 times the rows of the cloud it was
     captured with: each frame is copied into the buffer's first rows (through pinned host memory,
     so the copy does not block the host) and `count` says how many are live."""
