@@ -20,6 +20,8 @@ from regnet_pillars_ros.model.postprocess import Candidates, PostprocessConfig, 
 from regnet_pillars_ros.model.rotated_nms import nms_rotated_bev
 from regnet_pillars_ros.model.voxelize import PAD_SPREAD, VoxelGrid, voxelize, voxelize_fixed
 
+from float_bounds import assert_close_float64, assert_within, gamma
+
 SPEC = Path(__file__).resolve().parents[2] / "shared" / "spec"
 needs_spec = pytest.mark.skipif(not SPEC.is_dir(), reason=f"spec not found at {SPEC}")
 
@@ -150,7 +152,9 @@ def test_voxelize_matches_plain_loop(seed, max_points, max_voxels):
     dense = pillars.dense(max_points).numpy()
     kept = point_voxel >= 0
     np.testing.assert_array_equal(dense[point_voxel[kept], point_slot[kept]], pts[kept])
-    assert dense.sum() == pytest.approx(float(pts[kept].astype(np.float64).sum()), rel=1e-5)
+    filled = np.zeros(dense.shape[:2], bool)
+    filled[point_voxel[kept], point_slot[kept]] = True
+    assert not dense[~filled].any()  # padding slots hold zeros
     if max_voxels < len(coors) + 1:
         assert pillars.overflow > 0
 
@@ -187,24 +191,25 @@ def padded_vfe_reference(vfe: HardVFE, pillars, max_points: int) -> torch.Tensor
 @pytest.mark.parametrize("folded", [False, True], ids=["batchnorm", "folded"])
 @pytest.mark.parametrize("name", ["nus-regnetx-400mf-fpn", "lyft-fpn"])
 def test_sparse_vfe_equals_padded_reference(name, folded):
-    """Folded, the last layer is pooled before its shift and ReLU (HardVFE._pool_then_activate)."""
+    """Folded, the last layer is pooled before its shift and ReLU (HardVFE._pool_then_activate).
+    Both run in float64: the same algebra in another order (float32 sums: the row projection test)."""
     from regnet_pillars_ros.model.network import fold_batchnorm
 
     p = get_preset(name)
     net = PointPillarsNet(p)
     net.load_state_dict(random_state_dict(net, seed=3))
-    net.eval()
+    net.eval().double()
     run = copy.deepcopy(net)
     if folded:
         fold_batchnorm(run)
     pts = random_cloud(np.random.default_rng(5), 3000, p.point_cloud_range, p.voxel_size)
     pts[:, :2] *= 0.05  # crowd points into few pillars so some are full
-    pillars = voxelize(torch.from_numpy(pts), p.point_cloud_range, p.voxel_size, p.max_num_points, p.max_voxels)
+    pillars = voxelize(torch.from_numpy(pts).double(), p.point_cloud_range, p.voxel_size, p.max_num_points, p.max_voxels)
     assert (pillars.num_points == p.max_num_points).any() and (pillars.num_points < p.max_num_points).any()
     with torch.inference_mode():
         ours = run.pts_voxel_encoder(*pillars.network_inputs())
         ref = padded_vfe_reference(net.pts_voxel_encoder, pillars, p.max_num_points)
-    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+    assert_close_float64(ours, ref, "pillar features")
 
 
 @pytest.mark.parametrize("rows, k", [(50_000, 10), (3001, 64), (1, 5), (0, 10)])
@@ -216,12 +221,16 @@ def test_row_projection_equals_the_matrix_product(rows, k):
     weight = torch.randn(64, 2 * k, generator=gen)[:, :k].requires_grad_()
     got = project_rows(x, weight)
     assert got.shape == (rows, 64) and got.is_contiguous()
-    torch.testing.assert_close(got, x @ weight.t(), rtol=1e-5, atol=1e-5)
+    # Against the exact products (float64), within float32's bound for sums of that many terms.
+    x64, w64 = x.detach().double(), weight.detach().double()
+    exact = x64 @ w64.t()
+    magnitude = x64.abs() @ w64.abs().t()  # sum |x_i| |w_i| behind each output
+    assert_within(got, exact, gamma(k) * magnitude, "x @ weight.T")
     got.square().sum().backward()
-    grads = x.grad.clone(), weight.grad.clone()
-    x.grad = weight.grad = None
-    (x @ weight.t()).square().sum().backward()
-    torch.testing.assert_close(grads, (x.grad, weight.grad), rtol=1e-4, atol=1e-4)
+    # d/dy of sum(y^2) is 2y (exact in float32), so the gradients are 2 y @ weight over 64 terms
+    # and 2 y.T @ x over the rows, from a y already rounded over k terms: gamma(k + length).
+    assert_within(x.grad, 2 * exact @ w64, 2 * gamma(k + 64) * magnitude @ w64.abs(), "x.grad")
+    assert_within(weight.grad, 2 * exact.t() @ x64, 2 * gamma(k + rows) * magnitude.t() @ x64.abs(), "weight.grad")
 
 
 # -- anchors, coder, direction --------------------------------------------------------------------
@@ -346,9 +355,10 @@ def test_fixed_size_voxelization_gives_the_same_pillars_and_canvas(name, max_vox
     torch.testing.assert_close(coors[:m], ref.coors, rtol=0, atol=0)
     torch.testing.assert_close(num_points[:m], ref.num_points, rtol=0, atol=0)
     assert not points[~kept].any() and bool((coors[m:] == grid.spare).all()) and bool((num_points[m:] == 1).all())
+    net.pts_voxel_encoder.double()  # float64: a kernel may sum in another order for another row count
     with torch.inference_mode():
-        torch.testing.assert_close(net.encode(points, point_pillar, coors, num_points, padded=True),
-                                   net.encode(*ref.network_inputs()), rtol=1e-6, atol=1e-6)
+        assert_close_float64(net.encode(points.double(), point_pillar, coors, num_points, padded=True),
+                             net.encode(ref.points.double(), *ref.network_inputs()[1:]), "canvas")
 
 
 @pytest.mark.parametrize("name", ["nus-regnetx-400mf-fpn", "lyft-secfpn"])
@@ -358,18 +368,22 @@ def test_folding_batchnorm_keeps_the_outputs(name):
     preset = get_preset(name)
     net = PointPillarsNet(preset)
     net.load_state_dict(random_state_dict(net, seed=2))
-    net.eval()
+    net.eval().double()  # float64: folding is exact algebra, float32 rounding would hide a small slip
     bns = sum(isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)) for m in net.modules())
     folded = PointPillarsNet(preset)
     folded.load_state_dict(net.state_dict())
-    assert fold_batchnorm(folded.eval()) == bns
+    assert fold_batchnorm(folded.eval().double()) == bns
     assert not any(isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)) for m in folded.modules())
-    canvas = torch.rand(1, 64, *folded.grid_yx) * (torch.rand(1, 1, *folded.grid_yx) < 0.05)
-    points = torch.rand(20000, 4) * torch.tensor([80.0, 80.0, 4.0, 0.5]) - torch.tensor([40.0, 40.0, 3.0, 0.0])
+    gen = torch.Generator().manual_seed(2)
+    # A 64 x 64 canvas (every stride divides it): float64 convolutions are slow.
+    canvas = torch.rand(1, 64, 64, 64, generator=gen, dtype=torch.float64)
+    canvas *= torch.rand(1, 1, 64, 64, generator=gen, dtype=torch.float64) < 0.2
+    points = torch.rand(20000, 4, generator=gen, dtype=torch.float64) * torch.tensor([80.0, 80.0, 4.0, 0.5])
+    points -= torch.tensor([40.0, 40.0, 3.0, 0.0])
     pillars = voxelize(points, preset.point_cloud_range, preset.voxel_size, preset.max_num_points, preset.max_voxels)
     with torch.inference_mode():
-        for a, b in zip(net.forward_canvas(canvas), folded.forward_canvas(canvas)):
-            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4 * float(a.abs().max()))
+        for i, (a, b) in enumerate(zip(net.forward_canvas(canvas), folded.forward_canvas(canvas))):
+            assert_close_float64(b, a, f"head map {i}")
         a = net.pts_voxel_encoder(*pillars.network_inputs())
         b = folded.pts_voxel_encoder(*pillars.network_inputs())
-        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5 * float(a.abs().max()))
+        assert_close_float64(b, a, "pillar features")
