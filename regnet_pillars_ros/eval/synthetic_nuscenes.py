@@ -31,7 +31,7 @@ import numpy as np
 
 from ..pipeline.transforms import Transform
 from ..sim.lidar import LidarConfig
-from ..sim.scene import Scene, generate_scene
+from ..sim.scene import ClassSpec, Scene, generate_scene
 from ..sim.sweeps import SimSweep, make_sample, mount_transform, simulate_sweep
 from .nuscenes_frames import to_global
 from .nuscenes_metrics import default_attribute
@@ -73,14 +73,15 @@ def token(*parts: object) -> str:
 
 def write_dataset(root: str | Path, seed: int = 0, num_scenes: int = 2, num_key_frames: int = 20,
                   num_train_scenes: int = 0, version: str = "v1.0-mini",
-                  lidar: LidarConfig = LidarConfig()) -> SyntheticDataset:
-    """Write ``num_scenes`` scenes (scene i from ``generate_scene(seed + i)``) of
+                  lidar: LidarConfig = LidarConfig(),
+                  specs: dict[str, ClassSpec] | None = None) -> SyntheticDataset:
+    """Write ``num_scenes`` scenes (scene i from ``generate_scene(seed + i, specs=specs)``) of
     ``num_key_frames`` key frames each under ``root``; the first ``num_train_scenes`` go to
     `TRAIN_SPLIT`, the others to `VAL_SPLIT`. Deterministic in the arguments."""
     root = Path(root)
     tables = _Tables(seed)
     for index in range(num_scenes):
-        scene = dataset_scene(seed, index, num_key_frames)
+        scene = dataset_scene(seed, index, num_key_frames, specs)
         _add_scene(tables, root, index, scene, num_key_frames, lidar, seed + index)
     names = [s["name"] for s in tables.rows["scene"]]
     splits = {TRAIN_SPLIT: names[:num_train_scenes], VAL_SPLIT: names[num_train_scenes:]}
@@ -98,10 +99,11 @@ def write_dataset(root: str | Path, seed: int = 0, num_scenes: int = 2, num_key_
     return SyntheticDataset(root, version, splits)
 
 
-def dataset_scene(seed: int, index: int, num_key_frames: int) -> Scene:
+def dataset_scene(seed: int, index: int, num_key_frames: int,
+                  specs: dict[str, ClassSpec] | None = None) -> Scene:
     """Scene ``index`` of the dataset `write_dataset` writes for ``seed`` (its sweeps use the
     simulator seed ``seed + index``)."""
-    return generate_scene(seed + index, duration=num_key_frames / 2 + 1.0)
+    return generate_scene(seed + index, duration=num_key_frames / 2 + 1.0, specs=specs)
 
 
 class _Tables:
