@@ -29,7 +29,8 @@ def gamma(n: int) -> float:
 def assert_within(got: torch.Tensor, exact: torch.Tensor, bound: torch.Tensor | float, what: str = "") -> None:
     """|got - exact| <= bound element by element (compared in float64); names the worst element."""
     assert got.shape == exact.shape, f"{what}: shape {tuple(got.shape)} != {tuple(exact.shape)}"
-    error = (got.detach().double() - exact.detach().double()).abs()
+    got, exact = got.detach().double(), exact.detach().double()
+    error = (got - exact).abs()
     excess = error - torch.as_tensor(bound, dtype=torch.float64)
     if excess.numel() and float(excess.max()) > 0:
         worst = tuple(int(i) for i in torch.unravel_index(excess.argmax(), excess.shape))
@@ -40,5 +41,5 @@ def assert_within(got: torch.Tensor, exact: torch.Tensor, bound: torch.Tensor | 
 def assert_close_float64(got: torch.Tensor, expected: torch.Tensor, what: str = "") -> None:
     """Two float64 results of the same algebra agree within FLOAT64_RTOL of the larger's maximum."""
     assert got.dtype == expected.dtype == torch.float64, f"{what}: compare float64 results"
-    scale = max(float(expected.abs().max()), float(got.abs().max())) if expected.numel() else 0.0
+    scale = max(float(expected.detach().abs().max()), float(got.detach().abs().max())) if expected.numel() else 0.0
     assert_within(got, expected, FLOAT64_RTOL * scale, what)

@@ -14,6 +14,8 @@ from regnet_pillars_ros.train.losses import (
 )
 from regnet_pillars_ros.train.targets import Targets
 
+from float_bounds import assert_close_float64
+
 
 def test_focal_loss_matches_the_formula():
     gen = torch.Generator().manual_seed(0)
@@ -95,18 +97,21 @@ def test_training_encoder_matches_the_dense_layout_and_eval_matches_inference():
     preset = get_preset("nus-secfpn")
     torch.manual_seed(0)
     points = torch.cat([torch.rand(300, 2) * 2 - 1, torch.rand(300, 1) - 2, torch.rand(300, 1) * 0.5], dim=1)
-    pillars = voxelize(points, preset.point_cloud_range, preset.voxel_size, preset.max_num_points, 30000)
-    net = PointPillarsNet(preset).train()
-    reference = PointPillarsNet(preset).train()
+    # float64: the two layouts sum the batch statistics in different orders.
+    pillars = voxelize(points.double(), preset.point_cloud_range, preset.voxel_size, preset.max_num_points, 30000)
+    net = PointPillarsNet(preset).train().double()
+    reference = PointPillarsNet(preset).train().double()
     reference.load_state_dict(net.state_dict())
     canvas = encode_batch(net, [pillars, pillars])
-    features = dense_vfe_reference(reference.pts_voxel_encoder, pillars.dense(preset.max_num_points), pillars.coors, pillars.num_points)
+    dense = pillars.dense(preset.max_num_points)
+    features = dense_vfe_reference(reference.pts_voxel_encoder, torch.cat([dense, dense]), pillars.coors.repeat(2, 1),
+                                   pillars.num_points.repeat(2))  # the batch of two samples, as one
     cells = pillars.coors[:, 1] * preset.grid_size[0] + pillars.coors[:, 2]
-    assert torch.allclose(canvas[0].flatten(1)[:, cells].t(), features, atol=1e-4)
-    assert torch.equal(canvas[0], canvas[1])
-    # Running statistics moved as nn.BatchNorm would over the same slots (twice the slots: 2 samples).
+    assert_close_float64(canvas[0].flatten(1)[:, cells].t(), features[:pillars.num_pillars], "pillar features")
+    assert_close_float64(canvas[1], canvas[0], "second sample")  # the same pillars again
+    # Running statistics moved once, as nn.BatchNorm over the batch's slots would.
     for ours, ref in zip(net.pts_voxel_encoder.vfe_layers, reference.pts_voxel_encoder.vfe_layers):
-        assert torch.allclose(ours.norm.running_mean, ref.norm.running_mean, atol=1e-5)
-        assert torch.allclose(ours.norm.running_var, ref.norm.running_var, rtol=1e-3, atol=1e-5)
+        assert_close_float64(ours.norm.running_mean, ref.norm.running_mean, "running mean")
+        assert_close_float64(ours.norm.running_var, ref.norm.running_var, "running variance")
     net.eval()
     assert torch.equal(encode_batch(net, [pillars]), net.encode(*pillars.network_inputs()))
