@@ -11,7 +11,7 @@ from visualization_msgs.msg import Marker  # noqa: E402
 
 from regnet_pillars_ros.messages.cloud import read_points  # noqa: E402
 from regnet_pillars_ros.messages.detections import detection_array, label_info, velocity_cloud  # noqa: E402
-from regnet_pillars_ros.messages.markers import MarkerOptions, box_corners, detection_markers  # noqa: E402
+from regnet_pillars_ros.messages.markers import MarkerOptions, detection_markers  # noqa: E402
 from regnet_pillars_ros.model.detections import Detections  # noqa: E402
 
 HEADER = Header(frame_id="lidar_top")
@@ -61,13 +61,6 @@ def test_velocity_cloud_matches_detection_order():
     v = read_points(cloud, ("x", "y", "z", "vx", "vy"))
     np.testing.assert_allclose(v[:, 3:], [[5.0, 1.0], [0.5, 0.0]])
     np.testing.assert_allclose(v[:, 2], [-0.7, -0.1], atol=1e-6)
-
-
-def test_box_corners_span_length_along_heading():
-    corners = box_corners(np.array([[0, 0, 0, 4, 2, 1, math.pi / 2]], np.float64))[0]
-    np.testing.assert_allclose(corners[:, 1].max() - corners[:, 1].min(), 4)  # l along +y
-    np.testing.assert_allclose(corners[:, 0].max() - corners[:, 0].min(), 2)
-    np.testing.assert_allclose(sorted(set(corners[:, 2])), [0, 1])
 
 
 def test_markers_start_with_deleteall_and_use_namespaces_per_kind_and_class():

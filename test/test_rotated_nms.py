@@ -9,7 +9,7 @@ import pytest
 import torch
 from shapely.geometry import Polygon
 
-from regnet_pillars_ros.model.rotated_nms import (_candidate_pairs, _greedy_keep, _indexed_iou, benchmark, bev_box_corners,
+from regnet_pillars_ros.model.rotated_nms import (_candidate_pairs, _greedy_keep, _indexed_iou, benchmark,
                                                 nms_rotated_bev, rotated_iou_bev)
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "mmdet3d"
@@ -144,16 +144,6 @@ def test_same_footprint_gives_one(device: str) -> None:
     for b in (a, quarter, half):
         iou = rotated_iou_bev(torch.from_numpy(a).to(device), torch.from_numpy(b).to(device))
         torch.testing.assert_close(torch.diagonal(iou).cpu(), torch.ones(500, dtype=torch.float64), atol=1e-9, rtol=0)
-
-
-def test_corners_counter_clockwise_and_oriented() -> None:
-    box = torch.tensor([[1.0, 2.0, 4.0, 2.0, math.pi / 2]], dtype=torch.float64)
-    corners = bev_box_corners(box)[0]
-    # Heading along +y: the 4 m extent lies along y, the 2 m extent along x.
-    expected = torch.tensor([[2.0, 0.0], [2.0, 4.0], [0.0, 4.0], [0.0, 0.0]], dtype=torch.float64)
-    torch.testing.assert_close(corners, expected, atol=1e-12, rtol=0)
-    x, y = corners[:, 0], corners[:, 1]
-    assert 0.5 * (x * y.roll(-1) - x.roll(-1) * y).sum() == pytest.approx(8.0)
 
 
 def test_symmetry_and_self_iou() -> None:

@@ -8,7 +8,7 @@ import shapely
 from shapely import STRtree
 
 import regnet_pillars_ros
-from regnet_pillars_ros.sim.lidar import bev_corners
+from regnet_pillars_ros.model.boxes import bev_corners
 from regnet_pillars_ros.sim.scene import (EGO_CLEARANCE_M, NUSCENES_CLASSES, NUSCENES_SPECS,
                                           EgoTrajectory, generate_scene)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..sim.lidar import bev_corners
+from ..model.boxes import bev_corners
 from .replay import FrameResult
 from .scoring import Accounting
 

@@ -8,15 +8,14 @@ from geometry_msgs.msg import Point, Vector3
 from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker, MarkerArray
 
+from ..model.boxes import box_corners
 from ..model.detections import Detections
 
 # Tableau-like palette: distinct on RViz's dark background, indexed by class.
 PALETTE = ((1.0, 0.5, 0.05), (0.12, 0.47, 0.71), (0.17, 0.63, 0.17), (0.84, 0.15, 0.16),
            (0.58, 0.4, 0.74), (0.55, 0.34, 0.29), (0.89, 0.47, 0.76), (0.5, 0.5, 0.5),
            (0.74, 0.74, 0.13), (0.09, 0.75, 0.81))
-# Corner order: bottom 0-3 counter-clockwise from front-left, top 4-7 above them.
-_CORNER_SIGNS = np.array([[1, 1, 0], [-1, 1, 0], [-1, -1, 0], [1, -1, 0],
-                          [1, 1, 1], [-1, 1, 1], [-1, -1, 1], [1, -1, 1]], np.float64)
+# Box edges as pairs of `box_corners` indices: bottom ring, top ring, verticals.
 _EDGES = np.array([0, 1, 1, 2, 2, 3, 3, 0, 4, 5, 5, 6, 6, 7, 7, 4, 0, 4, 1, 5, 2, 6, 3, 7])
 
 
@@ -31,16 +30,6 @@ class MarkerOptions:
     def color(self, class_names: tuple[str, ...], label: int) -> ColorRGBA:
         r, g, b = self.colors.get(class_names[label], PALETTE[label % len(PALETTE)])
         return ColorRGBA(r=float(r), g=float(g), b=float(b), a=1.0)
-
-
-def box_corners(boxes: np.ndarray) -> np.ndarray:
-    """[M, 8, 3] corners of (x, y, z_bottom, l, w, h, yaw) boxes."""
-    half = boxes[:, None, 3:6] * np.array([0.5, 0.5, 1.0])
-    local = _CORNER_SIGNS[None] * half
-    cos, sin = np.cos(boxes[:, 6])[:, None], np.sin(boxes[:, 6])[:, None]
-    x = local[..., 0] * cos - local[..., 1] * sin
-    y = local[..., 0] * sin + local[..., 1] * cos
-    return np.stack([x, y, local[..., 2]], axis=-1) + boxes[:, None, :3]
 
 
 def _points(xyz: np.ndarray) -> list[Point]:

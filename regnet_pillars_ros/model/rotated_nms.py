@@ -16,8 +16,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-# Local rectangle corners in counter-clockwise order, as multiples of the half extents.
-_UNIT_CORNERS = ((-1.0, -1.0), (1.0, -1.0), (1.0, 1.0), (-1.0, 1.0))
 # Pairs per batch on the CPU: the clipping's ~50 elementwise ops then run on tensors of well under
 # 1 MB that stay in cache, 2-4x faster than one batch of 10^5 pairs. GPUs take all pairs at once.
 _CPU_PAIR_BATCH = 8192
@@ -29,16 +27,6 @@ _CPU_SWEEP_BATCH = 65536
 _DENSE_PAIRS_MAX_BOXES = 2048
 # Vectorized rounds of the greedy pass before its sequential remainder (see ``_greedy_keep``).
 _GREEDY_ROUNDS = 8
-
-
-def bev_box_corners(boxes: Tensor) -> Tensor:
-    """Corners ``[N, 4, 2]`` of ``boxes [N, 5]``, counter-clockwise, in the boxes' dtype."""
-    x, y, dx, dy, yaw = boxes.unbind(-1)
-    unit = boxes.new_tensor(_UNIT_CORNERS)  # [4, 2]
-    lx = unit[:, 0] * (0.5 * dx)[:, None]
-    ly = unit[:, 1] * (0.5 * dy)[:, None]
-    c, s = torch.cos(yaw)[:, None], torch.sin(yaw)[:, None]
-    return torch.stack((x[:, None] + c * lx - s * ly, y[:, None] + s * lx + c * ly), dim=-1)
 
 
 def _paired_intersection(a: Tensor, b: Tensor) -> Tensor:

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..model.boxes import bev_corners
+
 GROUND = -1  # hit index of a ground return
 NO_HIT = -2  # hit index of a ray that returned nothing
 
@@ -155,15 +157,6 @@ def _slab_hits(directions: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, n
     missed = ~(t_enter <= t_exit) | ~(t_enter > 0)
     t_enter[missed] = np.inf
     return t_enter, np.abs(np.take_along_axis(d, enter_axis[:, None], axis=1)[:, 0])
-
-
-def bev_corners(boxes: np.ndarray) -> np.ndarray:
-    """Ground-plane corners [M, 4, 2] of boxes [M, 7]."""
-    unit = np.array([[0.5, 0.5], [-0.5, 0.5], [-0.5, -0.5], [0.5, -0.5]])
-    local = unit[None] * boxes[:, None, 3:5]
-    c, s = np.cos(boxes[:, 6])[:, None], np.sin(boxes[:, 6])[:, None]
-    return np.stack([boxes[:, None, 0] + c * local[..., 0] - s * local[..., 1],
-                     boxes[:, None, 1] + s * local[..., 0] + c * local[..., 1]], axis=-1)
 
 
 def scan(config: LidarConfig, boxes: np.ndarray, names: tuple[str, ...], ground_z: float,

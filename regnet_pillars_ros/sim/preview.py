@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .lidar import bev_corners
+from ..model.boxes import bev_corners
 from .scene import Scene, generate_scene
 from .sweeps import Sample, simulate_sample, simulate_sweep, sweep_sequence, to_frame
 
