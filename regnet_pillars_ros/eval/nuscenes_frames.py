@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..pipeline.transforms import Transform, quat_multiply, quat_to_matrix
+from ..pipeline.transforms import Transform, quat_multiply, quat_to_matrix, yaw_quaternions
 
 
 @dataclass(frozen=True)
@@ -39,13 +39,6 @@ def key_lidar_poses(nusc, sample_token: str,
     sample_data = nusc.get("sample_data", nusc.get("sample", sample_token)["data"][channel])
     return (devkit_transform(nusc.get("ego_pose", sample_data["ego_pose_token"])),
             devkit_transform(nusc.get("calibrated_sensor", sample_data["calibrated_sensor_token"])))
-
-
-def yaw_quaternions(yaw: np.ndarray) -> np.ndarray:
-    """[M, 4] (x, y, z, w) rotations about +z."""
-    yaw = np.asarray(yaw, np.float64)
-    zeros = np.zeros_like(yaw)
-    return np.stack([zeros, zeros, np.sin(yaw / 2), np.cos(yaw / 2)], axis=-1)
 
 
 def to_global(boxes: np.ndarray, pose: Transform) -> GlobalBoxes:

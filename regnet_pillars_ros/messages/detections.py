@@ -7,19 +7,15 @@ from vision_msgs.msg import (BoundingBox3D, Detection3D, Detection3DArray, Label
                              ObjectHypothesisWithPose, VisionClass)
 
 from ..model.detections import Detections
+from ..pipeline.transforms import yaw_quaternions
 from .cloud import to_msg
-
-
-def yaw_quaternion(yaw: float) -> Quaternion:
-    """Rotation about +z (REP 103): (0, 0, sin(yaw/2), cos(yaw/2))."""
-    return Quaternion(x=0.0, y=0.0, z=float(np.sin(yaw / 2)), w=float(np.cos(yaw / 2)))
 
 
 def box_poses(dets: Detections) -> list[Pose]:
     """Geometric-centre poses of the boxes (z_bottom + h/2), heading from yaw."""
     return [Pose(position=Point(x=float(c[0]), y=float(c[1]), z=float(c[2])),
-                 orientation=yaw_quaternion(float(yaw)))
-            for c, yaw in zip(dets.gravity_centers(), dets.boxes[:, 6])]
+                 orientation=Quaternion(x=float(q[0]), y=float(q[1]), z=float(q[2]), w=float(q[3])))
+            for c, q in zip(dets.gravity_centers(), yaw_quaternions(dets.boxes[:, 6]))]
 
 
 def detection_array(dets: Detections, header, class_id_format: str = "name") -> Detection3DArray:

@@ -40,7 +40,7 @@ class Transform:
 
     @classmethod
     def from_xyz_yaw(cls, xyz, yaw: float) -> "Transform":
-        return cls.from_xyz_quat(xyz, (0.0, 0.0, np.sin(yaw / 2), np.cos(yaw / 2)))
+        return cls.from_xyz_quat(xyz, yaw_quaternions(yaw))
 
     def matrix(self) -> np.ndarray:
         """[4, 4] homogeneous matrix."""
@@ -68,6 +68,14 @@ class Transform:
         """Rotation about z of the heading (+x) axis, radians."""
         x, y, z, w = self.rotation
         return float(np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z)))
+
+
+def yaw_quaternions(yaw) -> np.ndarray:
+    """Rotations about +z (REP 103) as (x, y, z, w) = (0, 0, sin(yaw/2), cos(yaw/2)): [..., 4]
+    for yaw angles [...] (a scalar gives [4])."""
+    yaw = np.asarray(yaw, np.float64)
+    zeros = np.zeros_like(yaw)
+    return np.stack([zeros, zeros, np.sin(yaw / 2), np.cos(yaw / 2)], axis=-1)
 
 
 def quat_to_matrix(q: np.ndarray) -> np.ndarray:
