@@ -1,6 +1,7 @@
 """Small synthetic datasets and their scene bags, shared by the evaluation tests."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from regnet_pillars_ros.eval import bag_from_dataset
@@ -8,6 +9,20 @@ from regnet_pillars_ros.eval import synthetic_nuscenes as synthetic
 from regnet_pillars_ros.sim.lidar import LidarConfig
 
 SPARSE = LidarConfig(azimuth_steps=360)  # a third of the default firings: fast to simulate and detect
+# The synthetic dataset's nuScenes categories -> Lyft classes (the Lyft layout names its
+# categories by class).
+LYFT_NAMES = {"vehicle.car": "car", "vehicle.truck": "truck", "vehicle.bus.rigid": "bus",
+              "vehicle.trailer": "other_vehicle", "vehicle.construction": "emergency_vehicle",
+              "vehicle.bicycle": "bicycle", "vehicle.motorcycle": "motorcycle",
+              "human.pedestrian.adult": "pedestrian", "movable_object.trafficcone": "animal",
+              "movable_object.barrier": "animal"}
+
+
+def rename_to_lyft_classes(dataset: synthetic.SyntheticDataset) -> None:
+    """Rewrite the dataset's category table with Lyft class names (`LYFT_NAMES`)."""
+    categories = dataset.dataroot / dataset.version / "category.json"
+    rows = json.loads(categories.read_text())
+    categories.write_text(json.dumps([{**r, "name": LYFT_NAMES[r["name"]]} for r in rows]))
 
 
 def write_bags(dataset: synthetic.SyntheticDataset, bags: Path, *flags: str) -> Path:

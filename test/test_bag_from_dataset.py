@@ -2,7 +2,6 @@
 files and back, checked against the devkit's own records and math."""
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from nuscenes.utils.geometry_utils import transform_matrix  # noqa: E402
 from pyquaternion import Quaternion  # noqa: E402
 from rclpy.serialization import deserialize_message  # noqa: E402
 from rosbags.rosbag2 import Reader  # noqa: E402
+from eval_helpers import LYFT_NAMES, rename_to_lyft_classes  # noqa: E402
 from ros_peer import message_class  # noqa: E402
 
 from regnet_pillars_ros.eval import bag_from_dataset as bfd  # noqa: E402
@@ -231,13 +231,6 @@ def test_clear_errors_for_dataroot_version_tables_scenes_files_output(data, nusc
                                             "-o", str(tmp_path / "file")])
 
 
-LYFT_NAMES = {"vehicle.car": "car", "vehicle.truck": "truck", "vehicle.bus.rigid": "bus",
-              "vehicle.trailer": "other_vehicle", "vehicle.construction": "emergency_vehicle",
-              "vehicle.bicycle": "bicycle", "vehicle.motorcycle": "motorcycle",
-              "human.pedestrian.adult": "pedestrian", "movable_object.trafficcone": "animal",
-              "movable_object.barrier": "animal"}
-
-
 def test_lyft_tables_convert_with_the_category_names_as_classes(tmp_path):
     pytest.importorskip("lyft_dataset_sdk", reason="lyft-dataset-sdk not installed")
     data = synthetic.write_dataset(tmp_path / "lyft", seed=SEED, num_scenes=1, num_key_frames=1,
@@ -245,9 +238,7 @@ def test_lyft_tables_convert_with_the_category_names_as_classes(tmp_path):
     nusc = NuScenes(data.version, str(data.dataroot), verbose=False)
     sample = nusc.sample[0]
     expected = annotations_in_sensor_frame(nusc, sample["token"])
-    categories = data.dataroot / data.version / "category.json"
-    rows = json.loads(categories.read_text())
-    categories.write_text(json.dumps([{**r, "name": LYFT_NAMES[r["name"]]} for r in rows]))
+    rename_to_lyft_classes(data)
     assert convert(data, tmp_path / "out", "--lyft") == 0
     bag = read_bag(tmp_path / "out" / nusc.scene[0]["name"])
     ((_, token),), ((_, gt),) = bag[topics.SAMPLE_TOKEN], bag[topics.GROUND_TRUTH]

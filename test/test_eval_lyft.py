@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from eval_helpers import SPARSE, write_bags
+from eval_helpers import SPARSE, rename_to_lyft_classes, write_bags
 from regnet_pillars_ros.eval import bag_from_dataset, replay
 from regnet_pillars_ros.eval import synthetic_nuscenes as synthetic
 from regnet_pillars_ros.model import Detections, get_preset
@@ -19,12 +19,6 @@ pytest.importorskip("lyft_dataset_sdk", reason="lyft-dataset-sdk not installed")
 
 PRESET = "lyft-secfpn"
 CLASSES = get_preset(PRESET).class_names
-LYFT_NAMES = {"vehicle.car": "car", "vehicle.truck": "truck", "vehicle.bus.rigid": "bus",
-              "vehicle.trailer": "other_vehicle", "vehicle.construction": "emergency_vehicle",
-              "vehicle.bicycle": "bicycle", "vehicle.motorcycle": "motorcycle",
-              "human.pedestrian.adult": "pedestrian", "movable_object.trafficcone": "animal",
-              "movable_object.barrier": "animal"}
-
 
 @pytest.fixture(scope="module")
 def lyft(tmp_path_factory) -> SimpleNamespace:
@@ -32,9 +26,7 @@ def lyft(tmp_path_factory) -> SimpleNamespace:
     root = tmp_path_factory.mktemp("lyft")
     data = synthetic.write_dataset(root / "data", seed=5, num_scenes=1, num_key_frames=2,
                                    version="v1.01-train", lidar=SPARSE)
-    categories = data.dataroot / data.version / "category.json"
-    rows = json.loads(categories.read_text())
-    categories.write_text(json.dumps([{**r, "name": LYFT_NAMES[r["name"]]} for r in rows]))
+    rename_to_lyft_classes(data)
     write_bags(data, root / "bags", "--lyft")
     args = [str(root / "bags"), "--preset", PRESET, "--dataroot", str(data.dataroot),
             "--no-progress", "--bev-frames", "1"]
