@@ -8,6 +8,11 @@ Fixtures: `ros_context` (an initialised rclpy Context for in-process nodes) and 
 (start more Python processes of this venv that inherit this environment; always cleaned up).
 Killed ROS processes may leave /dev/shm/fastdds_* files behind; they are harmless and left alone,
 since other runs on the host may own them.
+
+Tests that need ../shared (the mmdet3d fixtures, spec key lists, real point files) skip without
+it, with a reason that names the missing path; the summary counts them in one line. With
+REQUIRE_SHARED=1 (set by .ci/run) those skips are failures instead, so CI never passes without
+the fixtures.
 """
 import os
 import queue
@@ -16,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -23,6 +29,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 FASTDDS_PROFILE = REPO / "config" / "fastdds_profile.xml"
+SHARED = REPO.parent / "shared"
+# How skip reasons spell it: tests build the path from their own location, resolved or not.
+SHARED_SPELLINGS = (str(SHARED), str(REPO / ".." / "shared"))
 
 os.environ["ROS_DOMAIN_ID"] = str(random.SystemRandom().randint(100, 200))
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
@@ -101,3 +110,45 @@ def ros_context():
     rclpy.init(context=context)
     yield context
     context.try_shutdown()
+
+
+# -- ../shared: skipped (or, with REQUIRE_SHARED=1, failed) tests, counted in the summary --------
+
+_lacking_shared: list[str] = []
+
+
+def _skip_reason(report: pytest.TestReport) -> str:
+    longrepr = report.longrepr
+    reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+    return reason.removeprefix("Skipped: ")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if not report.skipped or not any(path in _skip_reason(report) for path in SHARED_SPELLINGS):
+        return
+    _lacking_shared.append(item.nodeid)
+    if os.environ.get("REQUIRE_SHARED") == "1":
+        report.outcome = "failed"
+        report.longrepr = f"REQUIRE_SHARED=1, but this test needs ../shared: {_skip_reason(report)}"
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if not _lacking_shared:
+        return
+    files = Counter(nodeid.split("::")[0].removeprefix("test/") for nodeid in _lacking_shared)
+    verdict = "failed (REQUIRE_SHARED=1)" if os.environ.get("REQUIRE_SHARED") == "1" else "skipped"
+    terminalreporter.write_line(
+        f"{len(_lacking_shared)} tests {verdict} for lack of {SHARED} (mmdet3d fixtures, spec, real data): "
+        + ", ".join(f"{name} {n}" for name, n in files.items()),
+        yellow=True, bold=True)
+
+
+def pytest_report_header() -> str:
+    """Which CPU kernels run (the Makefile's second pass restricts them to AVX2)."""
+    import torch
+
+    onednn = os.environ.get("ONEDNN_MAX_CPU_ISA", "the CPU's best")
+    return f"CPU kernels: ATen {torch.backends.cpu.get_cpu_capability()}, oneDNN up to {onednn}"

@@ -24,13 +24,20 @@ from regnet_pillars_ros.train.data import VAL_SEED_BASE
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "mmdet3d" / "nus-regnetx-400mf-secfpn-s11"
 PRESET = "nus-regnetx-400mf-secfpn"
 TRAINED = "nus-regnetx-400mf-fpn"  # the preset with a bundled trained model
-pytestmark = pytest.mark.skipif(not FIXTURE.is_dir(), reason=f"fixture not found at {FIXTURE}")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run with the device tool)")
 
 
 @pytest.fixture(scope="module")
-def points() -> np.ndarray:
-    return np.load(FIXTURE / "points.npy")
+def fixture_dir() -> Path:
+    """The mmdet3d fixture (cloud and checkpoint): the tests that use it skip without it, the others run."""
+    if not FIXTURE.is_dir():
+        pytest.skip(f"fixture not found at {FIXTURE}")
+    return FIXTURE
+
+
+@pytest.fixture(scope="module")
+def points(fixture_dir) -> np.ndarray:
+    return np.load(fixture_dir / "points.npy")
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +46,8 @@ def reference(points):
 
 
 @pytest.fixture(scope="module")
-def onnx_file(tmp_path_factory) -> Path:
-    detector = build_detector(PRESET, FIXTURE / "checkpoint.pth")
+def onnx_file(tmp_path_factory, fixture_dir) -> Path:
+    detector = build_detector(PRESET, fixture_dir / "checkpoint.pth")
     path = tmp_path_factory.mktemp("onnx") / "model.onnx"
     report = export_onnx(detector.net, detector.preset, detector.box_convention, path)
     assert report.max_abs_diff < 1e-3 * report.max_abs_value
@@ -138,6 +145,8 @@ def test_fixed_size_frame_gives_the_eager_detections(points, reference):
     stats = dict(zip(FRAME_COUNTS, counts.tolist()))
     assert stats == {key: eager.stats[key] for key in stats} and stats["points_nonfinite"] == 7
     np.testing.assert_array_equal(labels.numpy(), reference.labels)
+    # The same float32 operations on the same rows (bit-identical on AVX2 and SSE4.1 kernels);
+    # 1e-5 (2.6 ulp of a 50 m coordinate) allows a kernel that orders its sums by row count.
     np.testing.assert_allclose(boxes.numpy(), reference.boxes, atol=1e-5)
     np.testing.assert_allclose(scores.numpy(), reference.scores, atol=1e-6)
     # A float64 [N, 4] cloud (no intensity column) gives the same counts; no live row, no pillar.
