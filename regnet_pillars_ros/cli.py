@@ -364,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def console_main() -> int:
     """The `regnet-pillars` command: a process of its own, so its frames may keep their freed
-    buffers in the heap (about 12% faster on a CPU); `main` leaves the calling process as it is."""
+    buffers in the heap (faster CPU frames); `main` leaves the calling process as it is."""
     keep_freed_memory()
     return main()
 

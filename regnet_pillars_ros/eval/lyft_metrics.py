@@ -60,9 +60,8 @@ class LyftScores:
 def score(gt: Sequence[Mapping], predictions: Sequence[Mapping],
           thresholds: Iterable[float] = IOU_THRESHOLDS, workers: int = 1) -> LyftScores:
     """Score SDK-shaped prediction records against SDK-shaped GT records. The SDK redoes every
-    (shapely) IoU per threshold, ~0.065 s per threshold for a frame of 30 GT and 100 predictions
-    on one core; ``workers`` > 1 scores the thresholds in that many forked processes (the
-    children run only the SDK: shapely and numpy, no torch or CUDA)."""
+    (shapely) IoU per threshold; ``workers`` > 1 scores the thresholds in that many forked
+    processes (the children run only the SDK: shapely and numpy, no torch or CUDA)."""
     gt, predictions = list(gt), list(predictions)
     classes = sdk.get_class_names(gt)
     if not classes:

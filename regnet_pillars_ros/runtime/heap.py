@@ -1,12 +1,12 @@
 """Process-wide glibc malloc settings for CPU inference.
 
-By default glibc serves every allocation above 128 KiB-32 MiB with its own mmap and returns it to
-the kernel on free, so each frame's feature maps (up to 41 MB each) are mapped afresh and
-page-faulted in on first touch. Keeping them in the heap instead lets the next frame reuse the
-same pages: about 12% off backbone and neck on a 2-core CPU (fp32 400MF-FPN: 270 -> 230 ms and
-345 -> 305 ms). The cost is that the process keeps its peak frame memory mapped between frames
-(and tens of MB more where other threads' allocations, such as a node's incoming clouds,
-interleave with the frame's: the detector node therefore sets it only when asked).
+By default glibc serves every allocation above its mmap threshold (128 KiB, adapting up to
+32 MiB) with its own mmap and returns it to the kernel on free, so each frame's feature maps are
+mapped afresh and page-faulted in on first touch. Keeping them in the heap instead lets the next
+frame reuse the same pages, which shortens backbone and neck on a CPU (docs/benchmarks.md). The
+cost is that the process keeps its peak frame memory mapped between frames (and more where other
+threads' allocations, such as a node's incoming clouds, interleave with the frame's: the
+detector node therefore sets it only when asked).
 """
 from __future__ import annotations
 
