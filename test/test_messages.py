@@ -10,7 +10,8 @@ from std_msgs.msg import Header  # noqa: E402
 from visualization_msgs.msg import Marker  # noqa: E402
 
 from regnet_pillars_ros.messages.cloud import read_points  # noqa: E402
-from regnet_pillars_ros.messages.detections import detection_array, label_info, velocity_cloud  # noqa: E402
+from regnet_pillars_ros.messages.detections import (detection_array, detection_boxes, label_info,  # noqa: E402
+                                                     velocity_cloud)
 from regnet_pillars_ros.messages.markers import MarkerOptions, detection_markers  # noqa: E402
 from regnet_pillars_ros.model.detections import Detections  # noqa: E402
 
@@ -44,6 +45,12 @@ def test_detection_array_has_the_input_header_gravity_centre_lwh_and_yaw_quatern
     assert result.hypothesis.score == pytest.approx(0.91)
     assert result.pose.pose == bbox.center
     assert msg.detections[1].results[0].hypothesis.class_id == "pedestrian"
+
+
+def test_detection_boxes_read_back_what_detection_array_wrote():
+    # float32 boxes; the centre's z goes through z_bottom + h/2 and back (a few float32 ulps).
+    np.testing.assert_allclose(detection_boxes(detection_array(dets(), HEADER)), dets().boxes[:, :7], atol=1e-6)
+    assert detection_boxes(detection_array(Detections.empty(NAMES, 7), HEADER)).shape == (0, 7)
 
 
 def test_class_ids_as_indices_decode_through_label_info():

@@ -1,5 +1,8 @@
-"""Detections -> vision_msgs/Detection3DArray, LabelInfo and the velocity side topic."""
+"""Detections -> vision_msgs/Detection3DArray, LabelInfo and the velocity side topic, and the
+boxes of a Detection3DArray back."""
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from geometry_msgs.msg import Point, Pose, Quaternion, Vector3
@@ -32,6 +35,16 @@ def detection_array(dets: Detections, header, class_id_format: str = "name") -> 
                                                        z=float(box[5])))
         msg.detections.append(Detection3D(header=header, results=[result], bbox=bbox))
     return msg
+
+
+def detection_boxes(msg: Detection3DArray) -> np.ndarray:
+    """float64 [M, 7] boxes (x, y, z_bottom, l, w, h, yaw) of a Detection3DArray whose
+    orientations are rotations about +z, as `detection_array` writes them."""
+    rows = []
+    for d in msg.detections:
+        c, s, q = d.bbox.center.position, d.bbox.size, d.bbox.center.orientation
+        rows.append([c.x, c.y, c.z - s.z / 2, s.x, s.y, s.z, 2 * math.atan2(q.z, q.w)])
+    return np.array(rows, np.float64).reshape(-1, 7)
 
 
 def label_info(class_names: tuple[str, ...], header, threshold: float) -> LabelInfo:

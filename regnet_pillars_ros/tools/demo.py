@@ -169,15 +169,13 @@ class Player:
 
 def box_corners_xy(msg) -> list[tuple[str, np.ndarray]]:
     """(class, [4, 2] footprint) of each finite box of a Detection3DArray."""
+    from ..messages.detections import detection_boxes
     from ..model.boxes import bev_corners
 
-    out = []
-    for d in msg.detections:
-        c, s, q = d.bbox.center.position, d.bbox.size, d.bbox.center.orientation
-        box = np.array([[c.x, c.y, c.z - s.z / 2, s.x, s.y, s.z, 2 * math.atan2(q.z, q.w)]])
-        if np.isfinite(box).all():
-            out.append((d.results[0].hypothesis.class_id, bev_corners(box)[0]))
-    return out
+    boxes = detection_boxes(msg)
+    names = [d.results[0].hypothesis.class_id for d in msg.detections]
+    return [(name, corners) for name, corners, finite
+            in zip(names, bev_corners(boxes), np.isfinite(boxes).all(axis=1)) if finite]
 
 
 def draw_bev(path: Path, points: np.ndarray, msg, title: str) -> None:

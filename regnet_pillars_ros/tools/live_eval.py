@@ -9,7 +9,6 @@ offline replay. Latency: cloud published -> detections received (wall clock).
 """
 from __future__ import annotations
 
-import math
 import subprocess
 import time
 from dataclasses import dataclass
@@ -39,12 +38,9 @@ def detections_from_msgs(objects, velocities, class_names: tuple[str, ...]) -> D
     """A node's Detection3DArray (class names as class_id) and its velocity cloud (same order)
     back to Detections: (x, y, z_bottom, l, w, h, yaw[, vx, vy]) in the cloud's frame."""
     from ..messages.cloud import read_points
+    from ..messages.detections import detection_boxes
 
-    rows = []
-    for d in objects.detections:
-        c, s, q = d.bbox.center.position, d.bbox.size, d.bbox.center.orientation
-        rows.append([c.x, c.y, c.z - s.z / 2, s.x, s.y, s.z, 2 * math.atan2(q.z, q.w)])
-    boxes = np.array(rows, np.float32).reshape(-1, 7)
+    boxes = detection_boxes(objects).astype(np.float32)
     if velocities is not None:
         speeds = read_points(velocities, ("vx", "vy")) if len(boxes) else np.zeros((0, 2))
         boxes = np.hstack([boxes, speeds])
