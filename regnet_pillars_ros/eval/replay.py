@@ -1,10 +1,12 @@
 """Offline replay: an evaluation bag (`bag_topics` layout) through the node's own pipeline.
 
-The bag is read with `rosbags`; /tf and /tf_static go into a `TransformBuffer`, every cloud
-through `pipeline.frame` (sweep stacking with the ego motion from the bag's tf, the detector,
-the output selection), exactly what detector_node does with the same parameters. Messages are
-taken in bag order, one timestamp at a time, transforms first (the node waits for /tf to reach a
-cloud's stamp). Detections of the clouds whose stamp carries a /sample_token are kept.
+The bag is read with `rosbags`; /tf and /tf_static go into the node's `EgoMotion`, every cloud
+into its sweep history, and the clouds whose stamp carries a /sample_token through
+`pipeline.frame` (sweep stacking, the detector, the output selection), exactly what
+detector_node does with the same parameters. Messages are taken in bag order, one timestamp at a
+time, transforms first. Where the node waits up to tf_wait_s for /tf to reach a cloud's stamp,
+the replay reads on in the bag: a key frame is stacked once /tf reached its stamp, or once the
+bag's time is tf_wait_s past the cloud.
 
 `bag-from-dataset` writes one bag per scene; each scene is replayed with fresh sweep and
 transform state, so any split of the scenes over processes gives the same detections.
@@ -12,7 +14,7 @@ transform state, so any split of the scenes over processes gives the same detect
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +25,8 @@ from tqdm import tqdm
 from ..messages.cloud import CloudError, read_points
 from ..model import Detections, Detector
 from ..pipeline.frame import OutputFilter, SweepSettings, detect
-from ..pipeline.transforms import Transform, TransformBuffer, TransformError
+from ..pipeline.stamps import stamp_ns
+from ..pipeline.sweeps import SweepWindow
 from ..runtime.factory import build_detector
 from . import bag_topics as topics
 
@@ -115,74 +118,75 @@ def key_cloud(bag: Path, stamp_ns: int) -> np.ndarray:
     raise ValueError(f"{bag}: no cloud at {stamp_ns} ns")
 
 
-def ego_pose(buffer: TransformBuffer, settings: SweepSettings, frame: str,
-             stamp_ns: int) -> Transform | None:
-    """T_sweepframe_frame at ``stamp_ns`` (None without ego motion), as the node looks it up."""
-    if settings.ego_motion_source == "none":
-        return None
-    try:
-        return buffer.lookup(settings.sweep_frame, frame, stamp_ns)
-    except TransformError:
-        return None
-
-
-def _store_tf(buffer: TransformBuffer, msg, static: bool) -> None:
-    for t in msg.transforms:
-        tr, q = t.transform.translation, t.transform.rotation
-        stamp = t.header.stamp.sec * 1_000_000_000 + t.header.stamp.nanosec
-        buffer.set_transform(t.header.frame_id, t.child_frame_id, stamp,
-                             Transform.from_xyz_quat((tr.x, tr.y, tr.z), (q.x, q.y, q.z, q.w)),
-                             static)
-
-
 class _SceneReplay:
     """One scene's sweep and transform state around a shared detector."""
 
     def __init__(self, detector: Detector, config: ReplayConfig, scene: str):
         self.detector, self.config, self.scene = detector, config, scene
         self.keys: dict[int, KeyFrame] = {}
-        self.tf = config.sweeps.transform_buffer()
-        self.sweeps = config.sweeps.accumulator(detector.preset.sweeps_num)
+        self.ego = replace(config.sweeps, tf_wait_s=0.0).ego_motion()  # it reads on instead
+        self.sweeps = config.sweeps.accumulator(detector.preset.sweeps_num, self.ego)
+        self.waiting: list[tuple[int, SweepWindow, FrameResult]] = []  # (bag time, ...)
         self.frames: list[FrameResult] = []
         self.done: set[int] = set()
 
     def step(self, messages: list[tuple[str, object, int]]) -> None:
-        """All messages of one timestamp: transforms and sample tokens first, then clouds."""
+        """All messages of one bag timestamp: transforms and sample tokens first, then clouds."""
         for topic, msg, stamp in messages:
             if topic in (topics.TF, topics.TF_STATIC):
-                _store_tf(self.tf, msg, topic == topics.TF_STATIC)
+                self.ego.add_tf(msg, topic == topics.TF_STATIC)  # refused ones: as the node
             elif topic == topics.SAMPLE_TOKEN:
                 self.keys[stamp] = KeyFrame(msg.data, stamp, self.scene)
-        for topic, msg, _ in messages:
+        for topic, msg, stamp in messages:
             if topic == topics.POINTS:
-                self.cloud(msg)
+                self.cloud(msg, stamp)
+        self.run_waiting(messages[-1][2] if messages else None)
 
-    def cloud(self, msg) -> None:
-        """Stack every cloud as the node does; run the detector at key frames only (the
-        detections of other clouds cannot change a key frame's)."""
-        stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+    def cloud(self, msg, bag_time: int) -> None:
+        """Every cloud enters the sweep history as in the node; key frames wait for their
+        frame (the detections of other clouds cannot change a key frame's)."""
+        stamp = stamp_ns(msg.header.stamp)
         key = self.keys.get(stamp)
-        frame = FrameResult(key) if key is not None else None
         try:
-            stacked = self.sweeps.add(read_points(msg), stamp, ego_pose(
-                self.tf, self.config.sweeps, msg.header.frame_id, stamp))
-            if frame is None:
-                return
-            dets = detect(self.detector, stacked.points, self.config.output)
+            window = self.sweeps.receive(read_points(msg), stamp, msg.header.frame_id)
         except CloudError as exc:
-            reason = f"bad cloud: {exc}"
+            if key is not None:
+                self.finished(FrameResult(key, reason=f"bad cloud: {exc}"))
+            return
+        if key is not None:
+            self.waiting.append((bag_time, window, FrameResult(key)))
+
+    def run_waiting(self, bag_time: int | None) -> None:
+        """Stack and detect the waiting key frames whose ego motion arrived or whose wait ran
+        out (all of them when ``bag_time`` is None: the bag ended)."""
+        wait_ns = int(self.config.sweeps.tf_wait_s * 1e9)
+        while self.waiting:
+            arrived, window, frame = self.waiting[0]
+            current = window.current
+            if (bag_time is not None and bag_time - arrived < wait_ns
+                    and self.sweeps.poses is not None
+                    and not self.ego.reached(current.frame_id, current.stamp_ns)):
+                return
+            self.waiting.pop(0)
+            self.finished(self.run(window, frame))
+
+    def run(self, window: SweepWindow, frame: FrameResult) -> FrameResult:
+        try:
+            stacked = self.sweeps.stack(window)
+            dets = detect(self.detector, stacked.points, self.config.output)
         except Exception as exc:  # the node counts a failed frame and goes on
-            reason = f"frame failed: {type(exc).__name__}: {exc}"
+            frame.reason = f"frame failed: {type(exc).__name__}: {exc}"
         else:
             frame.detections, frame.latency_ms = dets, float(dets.timings_ms.get("total", 0.0))
-            reason = ""
-        if frame is not None:
-            frame.reason = reason
-            self.done.add(stamp)
-            self.frames.append(frame)
+        return frame
+
+    def finished(self, frame: FrameResult) -> None:
+        self.done.add(frame.key.stamp_ns)
+        self.frames.append(frame)
 
     def finish(self) -> list[FrameResult]:
-        """Key frames without a cloud are dropped with the reason."""
+        """Key frames still waiting run; those without a cloud are dropped with the reason."""
+        self.run_waiting(None)
         for stamp, key in self.keys.items():
             if stamp not in self.done:
                 self.frames.append(FrameResult(key, reason=NO_CLOUD))

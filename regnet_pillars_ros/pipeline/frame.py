@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .ego_motion import EgoMotion
 from .selection import class_thresholds, select
 from .sweeps import SweepAccumulator
-from .transforms import TransformBuffer
 
 if TYPE_CHECKING:
     from ..model import Detections, Detector
@@ -32,7 +32,8 @@ class OutputFilter:
 
 @dataclass(frozen=True)
 class SweepSettings:
-    """The node's fixed multi-sweep parameters (num_sweeps -1 = the preset's)."""
+    """The node's fixed multi-sweep and ego-motion parameters (num_sweeps -1 = the preset's;
+    sweep_max_age_s bounds the stacked sweeps' time span)."""
 
     num_sweeps: int = -1
     missing_ego_motion: str = "single"
@@ -40,13 +41,16 @@ class SweepSettings:
     sweep_frame: str = "odom"
     ego_motion_source: str = "tf"
     tf_tolerance_s: float = 0.1
+    tf_wait_s: float = 0.2
 
-    def accumulator(self, preset_sweeps: int) -> SweepAccumulator:
+    def ego_motion(self) -> EgoMotion:
+        return EgoMotion(self.sweep_frame, self.tf_tolerance_s, self.tf_wait_s)
+
+    def accumulator(self, preset_sweeps: int, ego: EgoMotion | None = None) -> SweepAccumulator:
+        """Sweeps compensated with ``ego``'s poses, unless ego_motion_source is 'none'."""
         return SweepAccumulator(preset_sweeps if self.num_sweeps < 0 else self.num_sweeps,
-                                self.missing_ego_motion, self.sweep_max_age_s or None)
-
-    def transform_buffer(self) -> TransformBuffer:
-        return TransformBuffer(tolerance_s=self.tf_tolerance_s)
+                                self.missing_ego_motion, self.sweep_max_age_s or None,
+                                ego if self.ego_motion_source != "none" else None)
 
 
 def detect(detector: "Detector", points: np.ndarray, out: OutputFilter) -> "Detections":

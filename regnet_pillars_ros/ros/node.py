@@ -36,7 +36,9 @@ from ..messages.detections import detection_array, label_info, velocity_cloud
 from ..messages.markers import MarkerOptions, detection_markers
 from ..model import Detections, Detector
 from ..pipeline.frame import OutputFilter, SweepSettings, detect
-from ..pipeline.transforms import Transform, TransformError, transform_boxes
+from ..pipeline.stamps import stamp_ns
+from ..pipeline.sweeps import Accumulated, SweepWindow
+from ..pipeline.transforms import TransformError, transform_boxes
 from ..runtime.factory import build_detector
 from ..runtime.heap import keep_freed_memory
 from . import params as P
@@ -58,10 +60,6 @@ class Model:
     checkpoint: str
 
 
-def stamp_ns(stamp) -> int:
-    return stamp.sec * 1_000_000_000 + stamp.nanosec
-
-
 def _descriptor(spec: P.Param, default) -> ParameterDescriptor:
     d = ParameterDescriptor(description=spec.full_description, read_only=spec.read_only)
     if spec.range is not None and isinstance(default, int):
@@ -76,7 +74,7 @@ def _descriptor(spec: P.Param, default) -> ParameterDescriptor:
 class DetectorNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("detector_node", **kwargs)
-        self._slot: LatestSlot[PointCloud2] = LatestSlot()
+        self._slot: LatestSlot[tuple[Header, SweepWindow]] = LatestSlot()
         self._running = True
         self._worker: threading.Thread | None = None
         # The preset first: the other defaults follow it (YAML and -p values override them).
@@ -100,9 +98,8 @@ class DetectorNode(Node):
 
         sweeps = SweepSettings(**{f.name: self._param(f.name)
                                   for f in dataclasses.fields(SweepSettings)})
-        self._tf = sweeps.transform_buffer()
-        self._tf_cond = threading.Condition()
-        self._sweeps = sweeps.accumulator(self._model.detector.preset.sweeps_num)
+        self._ego = sweeps.ego_motion()
+        self._sweeps = sweeps.accumulator(self._model.detector.preset.sweeps_num, self._ego)
 
         self._pub_objects = self.create_publisher(Detection3DArray, "~/output/objects", RELIABLE)
         self._pub_markers = self.create_publisher(MarkerArray, "~/output/markers", RELIABLE)
@@ -213,8 +210,20 @@ class DetectorNode(Node):
     # -- inputs -----------------------------------------------------------------------------
 
     def _on_cloud(self, msg: PointCloud2) -> None:
+        """Every cloud enters the sweep history, as the models' past sweeps are consecutive
+        clouds; the inference thread takes the newest."""
         self.health.count("frames_received")
-        if self._slot.put(msg):
+        try:
+            xyz = read_points(msg)  # intensity is not a model input (MODEL_SPEC b)
+        except CloudError as exc:
+            self.health.count("clouds_bad")
+            self.health.set(last_bad_cloud=str(exc))
+            self.get_logger().warning(f"bad cloud skipped: {exc}", throttle_duration_sec=5.0)
+            return
+        if xyz.shape[0] == 0:
+            self.health.count("clouds_empty")
+        window = self._sweeps.receive(xyz, stamp_ns(msg.header.stamp), msg.header.frame_id)
+        if self._slot.put((msg.header, window)):
             self.health.count("frames_dropped")
 
     def _subscribe_ego_motion(self, group) -> None:
@@ -230,53 +239,23 @@ class DetectorNode(Node):
             self.create_subscription(Odometry, "~/input/odometry", self._on_odometry,
                                      QoSProfile(depth=100), callback_group=group)
 
-    def _store_transform(self, parent: str, child: str, stamp, t, q, static: bool) -> None:
-        try:
-            value = Transform.from_xyz_quat((t.x, t.y, t.z), (q.x, q.y, q.z, q.w))
-            with self._tf_cond:
-                self._tf.set_transform(parent, child, stamp_ns(stamp), value, static)
-                self._tf_cond.notify_all()
-        except ValueError as exc:
-            self.get_logger().warning(f"ignored transform {parent} -> {child}: {exc}",
-                                      throttle_duration_sec=5.0)
-
     def _on_tf(self, msg: TFMessage, static: bool) -> None:
-        for t in msg.transforms:
-            self._store_transform(t.header.frame_id, t.child_frame_id, t.header.stamp,
-                                  t.transform.translation, t.transform.rotation, static)
+        for reason in self._ego.add_tf(msg, static):
+            self.get_logger().warning(reason, throttle_duration_sec=5.0)
 
     def _on_odometry(self, msg: Odometry) -> None:
-        pose = msg.pose.pose
-        self._store_transform(msg.header.frame_id, msg.child_frame_id, msg.header.stamp,
-                              pose.position, pose.orientation, False)
-
-    def _lookup(self, target: str, source: str, stamp: int) -> Transform:
-        """T_target_source at ``stamp``: waits up to tf_wait_s for /tf to reach the stamp (it may
-        arrive after the cloud, as with tf2), then settles for the nearest transform within
-        tf_tolerance_s. Taking the tolerance at once would use a stale pose whenever the cloud
-        is ahead of its /tf."""
-        deadline = time.monotonic() + self._param("tf_wait_s")
-        with self._tf_cond:
-            while True:
-                try:
-                    return self._tf.lookup(target, source, stamp, exact=True)
-                except TransformError:
-                    if not self._tf_cond.wait(max(0.0, deadline - time.monotonic())):
-                        return self._tf.lookup(target, source, stamp)
+        for reason in self._ego.add_odometry(msg):
+            self.get_logger().warning(reason, throttle_duration_sec=5.0)
 
     # -- the inference thread ---------------------------------------------------------------
 
     def _work(self) -> None:
         while self._running:
-            msg = self._slot.take(timeout=0.5)
-            if msg is None:
+            item = self._slot.take(timeout=0.5)
+            if item is None:
                 continue
             try:
-                self._process(msg)
-            except CloudError as exc:
-                self.health.count("clouds_bad")
-                self.health.set(last_bad_cloud=str(exc))
-                self.get_logger().warning(f"bad cloud skipped: {exc}", throttle_duration_sec=5.0)
+                self._process(*item)
             except Exception as exc:  # a frame may fail; the node must not
                 if not self.context.ok():
                     return  # shut down while this frame was in flight
@@ -285,34 +264,23 @@ class DetectorNode(Node):
                 self.get_logger().error(f"frame failed: {type(exc).__name__}: {exc}",
                                         throttle_duration_sec=5.0)
 
-    def _ego_pose(self, frame: str, stamp: int) -> Transform | None:
-        if self._param("ego_motion_source") == "none":
-            return None
-        try:
-            return self._lookup(self._param("sweep_frame"), frame, stamp)
-        except TransformError as exc:
-            self.health.set(last_ego_motion_error=str(exc))
-            self.get_logger().warning(f"no ego motion for the cloud: {exc}",
-                                      throttle_duration_sec=5.0)
-            return None
-
-    def _process(self, msg: PointCloud2) -> None:
-        xyz = read_points(msg)  # intensity is not a model input (MODEL_SPEC b)
-        if xyz.shape[0] == 0:
-            self.health.count("clouds_empty")
-        stamp = stamp_ns(msg.header.stamp)
-        stacked = self._sweeps.add(xyz, stamp, self._ego_pose(msg.header.frame_id, stamp))
+    def _process(self, header: Header, window: SweepWindow) -> None:
+        stacked = self._sweeps.stack(window)  # the cloud's pose may wait for /tf (tf_wait_s)
         self._last_cloud = stacked.points
         if stacked.ego_motion_missing:
             self.health.count("ego_motion_missing")
+        if stacked.ego_motion_error:
+            self.health.set(last_ego_motion_error=stacked.ego_motion_error)
+            self.get_logger().warning(f"no ego motion for the sweeps: {stacked.ego_motion_error}",
+                                      throttle_duration_sec=5.0)
         live = self._live
         dets = detect(self._model.detector, stacked.points, OutputFilter(
             live["score_threshold"], live["_thresholds"], live["max_detections"]))
-        header = msg.header
+        stamp = window.current.stamp_ns
         target = self._param("target_frame")
         if target:
             try:
-                motion = self._lookup(target, header.frame_id, stamp)
+                motion = self._ego.lookup(target, header.frame_id, stamp)
             except TransformError as exc:
                 self.health.count("tf_failures")
                 self.get_logger().warning(f"frame dropped, no transform to {target}: {exc}",
@@ -320,7 +288,7 @@ class DetectorNode(Node):
                 return
             dets = dataclasses.replace(dets, boxes=transform_boxes(dets.boxes, motion))
             header = Header(stamp=header.stamp, frame_id=target)
-        self._count(dets, stacked.sweeps)  # before publishing: a reader of the output
+        self._count(dets, stacked)  # before publishing: a reader of the output
         self._publish(dets, header, live)  # then sees the frame in the counters
         self._publish_timing(dets, stamp)
 
@@ -335,7 +303,7 @@ class DetectorNode(Node):
         if dets.has_velocity:
             self._pub_velocity.publish(velocity_cloud(dets, header))
 
-    def _count(self, dets: Detections, sweeps: int) -> None:
+    def _count(self, dets: Detections, stacked: Accumulated) -> None:
         h = self.health
         h.count("frames_processed")
         h.count("points_nonfinite", dets.stats.get("points_nonfinite", 0))
@@ -344,7 +312,8 @@ class DetectorNode(Node):
         total = dets.timings_ms.get("total", 0.0)
         if total > self._live["processing_budget_ms"]:
             h.count("over_budget")
-        h.set(last_sweeps=sweeps, last_boxes=len(dets), last_total_ms=f"{total:.1f}",
+        h.set(last_sweeps=stacked.sweeps, last_sweep_max_lag_s=f"{stacked.max_lag_s:.3f}",
+              last_boxes=len(dets), last_total_ms=f"{total:.1f}",
               last_pillars=dets.stats.get("pillars", 0))
 
     def _publish_timing(self, dets: Detections, stamp: int) -> None:
