@@ -164,7 +164,7 @@ class TransformBuffer:
 
     Dynamic edges are interpolated between samples; a lookup outside an edge's history by more
     than ``tolerance_s`` raises ExtrapolationError. Static edges hold at any time.
-    Not thread-safe on its own: the node guards it with a lock.
+    Not thread-safe on its own: `ego_motion.EgoMotion` guards it with a lock.
     """
 
     def __init__(self, cache_s: float = 10.0, max_len: int = 10_000, tolerance_s: float = 0.0):
