@@ -34,11 +34,17 @@ class Checkpoint:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def safe_load(path: str | Path, what: str = "checkpoint") -> Any:
-    """`torch.load(weights_only=True)` with errors that name the file and say why (CheckpointError)."""
+def require_file(path: str | Path, what: str = "checkpoint") -> Path:
+    """``path`` as a Path; CheckpointError naming it when there is no such file."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{what} {path}: no such file")
+    return path
+
+
+def safe_load(path: str | Path, what: str = "checkpoint") -> Any:
+    """`torch.load(weights_only=True)` with errors that name the file and say why (CheckpointError)."""
+    path = require_file(path, what)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
