@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -22,12 +23,12 @@ import torch
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import TransformStamped
-from rcl_interfaces.srv import SetParameters, SetParametersAtomically
+from rcl_interfaces.srv import GetParameters, SetParameters, SetParametersAtomically
 from rclpy.executors import SingleThreadedExecutor
-from rclpy.parameter import Parameter
+from rclpy.parameter import Parameter, parameter_value_to_python
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import PointCloud2
-from std_msgs.msg import Header
+from std_msgs.msg import Header, String
 from tf2_msgs.msg import TFMessage
 from vision_msgs.msg import Detection3DArray, LabelInfo
 from visualization_msgs.msg import MarkerArray
@@ -81,6 +82,13 @@ class NodeProcess:
         status = Path(f"/proc/{self.proc.pid}/status").read_text()
         return int(next(line.split()[1] for line in status.splitlines()
                         if line.startswith("RssAnon:")))
+
+    def interrupt(self) -> float:
+        """SIGINT (Ctrl-C); seconds until the process has exited (bounded by WAIT_S)."""
+        t0 = time.monotonic()
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.wait(WAIT_S)
+        return time.monotonic() - t0
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -141,6 +149,7 @@ class Probe:
         self.labels: list[LabelInfo] = []
         self.velocities: list[PointCloud2] = []
         self.diagnostics: list[DiagnosticArray] = []
+        self.model_status: list[str] = []
         self._lock = threading.Lock()
         reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
         for kind, topic, store, qos in (
@@ -151,6 +160,10 @@ class Probe:
                 (DiagnosticArray, "/diagnostics", self.diagnostics, reliable)):
             if store is not None:
                 n.create_subscription(kind, topic, self._collector(store), qos)
+        status = self._collector(self.model_status)
+        n.create_subscription(String, f"{NODE}/output/model_status",
+                              lambda msg: status(msg.data), LATCHED)
+        self._get = n.create_client(GetParameters, f"{NODE}/get_parameters")
         self._set = n.create_client(SetParameters, f"{NODE}/set_parameters")
         self._set_atomic = n.create_client(SetParametersAtomically,
                                            f"{NODE}/set_parameters_atomically")
@@ -245,16 +258,40 @@ class Probe:
         return self.wait(reached, f"diagnostics counter {name} >= {at_least}")
 
     def set_parameters(self, atomically: bool = False, **values):
-        """SetParametersResult list (or one result when atomically), like ``ros2 param set``."""
+        """SetParametersResult list (or one result when atomically), like ``ros2 param set``;
+        a value may be a `Parameter` (to give its type)."""
         client = self._set_atomic if atomically else self._set
-        assert client.wait_for_service(timeout_sec=WAIT_S), "parameter service not available"
         request = client.srv_type.Request(parameters=[
-            Parameter(name.replace("__", "."), value=value).to_parameter_msg()
+            (value if isinstance(value, Parameter) else
+             Parameter(name.replace("__", "."), value=value)).to_parameter_msg()
             for name, value in values.items()])
-        future = client.call_async(request)
-        self.wait(future.done, f"the answer to setting {sorted(values)}")
-        response = future.result()
+        response = self._call(client, request, f"the answer to setting {sorted(values)}")
         return response.result if atomically else response.results
+
+    def get_parameters(self, *names: str) -> list:
+        """The parameters' values (rclpy Python values), like ``ros2 param get``."""
+        response = self._call(self._get, GetParameters.Request(names=list(names)),
+                              f"the values of {names}")
+        return [parameter_value_to_python(v) for v in response.values]
+
+    def wait_parameters(self, **expected) -> None:
+        """Poll the parameter service until the parameters hold ``expected``."""
+        deadline = time.monotonic() + WAIT_S
+        while (values := dict(zip(expected, self.get_parameters(*expected)))) != expected:
+            assert time.monotonic() < deadline, f"parameters {values}, expected {expected}"
+            time.sleep(0.05)
+
+    def _call(self, client, request, what: str):
+        assert client.wait_for_service(timeout_sec=WAIT_S), "parameter service not available"
+        future = client.call_async(request)
+        self.wait(future.done, what)
+        return future.result()
+
+    def status(self, state: str, after: int = 0) -> str:
+        """The first model status from index ``after`` on that starts with ``state``."""
+        return self.wait(lambda: next((s for s in self.model_status[after:]
+                                       if s.startswith(state + ":")), None),
+                         f"model status '{state}' (so far: {self.model_status[after:]})")
 
 
 def stamp_ns_of(stamp) -> int:

@@ -14,7 +14,8 @@ WARN_WHEN_GROWING = {
     "tf_failures": "target_frame transform failures",
     "ego_motion_missing": "ego motion missing (sweeps not compensated)",
     "pillar_overflow_frames": "pillar overflow",
-    "over_budget": "processing time over budget",
+    "over_budget": "processing time over processing_budget_ms",
+    "model_swaps_failed": "model swap failed",
 }
 
 

@@ -31,6 +31,11 @@ class LatestSlot(Generic[T]):
             item, self._item = self._item, None
             return item
 
+    def waiting(self) -> bool:
+        """Whether an item is stored and not yet taken."""
+        with self._cond:
+            return self._item is not None
+
     def close(self) -> None:
         with self._cond:
             self._closed = True
