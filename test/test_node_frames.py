@@ -46,9 +46,17 @@ def odometry(stamp_ns: int, x: float, yaw: float) -> Odometry:
     return msg
 
 
+def odometry_publisher(probe):
+    """A publisher to the node's odometry input, once matched: a message sent before discovery
+    matched it with the node's subscription would be lost."""
+    pub = probe.node.create_publisher(Odometry, f"{NODE}/input/odometry", 10)
+    probe.wait(pub.get_subscription_count, "the node's odometry subscription")
+    return pub
+
+
 def test_odometry_stacks_sweeps_and_boxes_come_out_in_the_target_frame(running):
     probe, backend = running
-    odom_pub = probe.node.create_publisher(Odometry, f"{NODE}/input/odometry", 10)
+    odom_pub = odometry_publisher(probe)
     stamps = [50 * SEC, 50 * SEC + SEC // 10]
     for k, s in enumerate(stamps):
         odom_pub.publish(odometry(s, EGO_X + 0.5 * k, EGO_YAW))
@@ -77,7 +85,7 @@ def test_odometry_stacks_sweeps_and_boxes_come_out_in_the_target_frame(running):
 @pytest.mark.parametrize("running", ["torch"], indirect=True)
 def test_a_cloud_ahead_of_its_pose_waits_for_it_rather_than_take_an_older_one(running):
     probe, _ = running
-    odom_pub = probe.node.create_publisher(Odometry, f"{NODE}/input/odometry", 10)
+    odom_pub = odometry_publisher(probe)
     s0, s1 = 60 * SEC, 60 * SEC + SEC // 20  # 50 ms apart: the older pose is within tf_tolerance_s
     odom_pub.publish(odometry(s0, EGO_X, EGO_YAW))
     probe.detect(scene(), s0, frame="lidar_top", with_tf=False)
