@@ -13,7 +13,7 @@ transform state, so any split of the scenes over processes gives the same detect
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -49,7 +49,8 @@ class ReplayConfig:
 
 @dataclass(frozen=True)
 class KeyFrame:
-    """A /sample_token of a scene bag and its stamp."""
+    """A /sample_token of a scene bag and its stamp (a cloud run that is no key frame: token
+    '', see `replay_scene`'s ``run_at``)."""
 
     sample_token: str
     stamp_ns: int
@@ -109,6 +110,13 @@ def cloud_count(bag: Path) -> int:
         return sum(c.msgcount for c in reader.connections if c.topic == topics.POINTS)
 
 
+def bag_messages(bag: Path, names: Iterable[str]) -> Iterator[tuple[str, object, int]]:
+    """(topic, message, bag time) of the bag's topics ``names``, in bag order."""
+    with Reader(bag) as reader:
+        for conn, stamp, raw in reader.messages(_connections(reader, names)):
+            yield conn.topic, _deserialize(raw, conn.msgtype), stamp
+
+
 def key_cloud(bag: Path, stamp_ns: int) -> np.ndarray:
     """float32 [N, 3]: the points of the bag's cloud stamped ``stamp_ns``."""
     with Reader(bag) as reader:
@@ -121,8 +129,10 @@ def key_cloud(bag: Path, stamp_ns: int) -> np.ndarray:
 class _SceneReplay:
     """One scene's sweep and transform state around a shared detector."""
 
-    def __init__(self, detector: Detector, config: ReplayConfig, scene: str):
+    def __init__(self, detector: Detector, config: ReplayConfig, scene: str,
+                 run_at: Collection[int] | None = None):
         self.detector, self.config, self.scene = detector, config, scene
+        self.run_at = run_at
         self.keys: dict[int, KeyFrame] = {}
         self.ego = replace(config.sweeps, tf_wait_s=0.0).ego_motion()  # it reads on instead
         self.sweeps = config.sweeps.accumulator(detector.preset.sweeps_num, self.ego)
@@ -146,7 +156,7 @@ class _SceneReplay:
         """Every cloud enters the sweep history as in the node; key frames wait for their
         frame (the detections of other clouds cannot change a key frame's)."""
         stamp = stamp_ns(msg.header.stamp)
-        key = self.keys.get(stamp)
+        key = self.runs(stamp)
         try:
             window = self.sweeps.receive(read_points(msg), stamp, msg.header.frame_id)
         except CloudError as exc:
@@ -155,6 +165,14 @@ class _SceneReplay:
             return
         if key is not None:
             self.waiting.append((bag_time, window, FrameResult(key)))
+
+    def runs(self, stamp: int) -> KeyFrame | None:
+        """The record of a cloud the replay runs: a key frame, or one of ``run_at``."""
+        if self.run_at is None:
+            return self.keys.get(stamp)
+        if stamp not in self.run_at:
+            return None
+        return self.keys.get(stamp, KeyFrame("", stamp, self.scene))
 
     def run_waiting(self, bag_time: int | None) -> None:
         """Stack and detect the waiting key frames whose ego motion arrived or whose wait ran
@@ -185,29 +203,30 @@ class _SceneReplay:
         self.frames.append(frame)
 
     def finish(self) -> list[FrameResult]:
-        """Key frames still waiting run; those without a cloud are dropped with the reason."""
+        """Clouds still waiting run; key frames without a cloud are dropped with the reason."""
         self.run_waiting(None)
-        for stamp, key in self.keys.items():
-            if stamp not in self.done:
-                self.frames.append(FrameResult(key, reason=NO_CLOUD))
+        if self.run_at is None:
+            self.frames += [FrameResult(key, reason=NO_CLOUD)
+                            for stamp, key in self.keys.items() if stamp not in self.done]
         return self.frames
 
 
 def replay_scene(bag: Path, detector: Detector, config: ReplayConfig,
-                 bar: tqdm | None = None) -> list[FrameResult]:
-    """Replay one scene bag; its key frames' results in time order."""
-    replay = _SceneReplay(detector, config, scene_name(bag))
+                 bar: tqdm | None = None,
+                 run_at: Collection[int] | None = None) -> list[FrameResult]:
+    """Replay one scene bag; its key frames' results in time order. ``run_at``: the stamps of
+    the clouds to run instead (every cloud still enters the sweep history)."""
+    replay = _SceneReplay(detector, config, scene_name(bag), run_at)
     wanted = (topics.POINTS, topics.TF, topics.TF_STATIC, topics.SAMPLE_TOKEN)
-    with Reader(bag) as reader:
-        group: list[tuple[str, object, int]] = []
-        for conn, stamp, raw in reader.messages(_connections(reader, wanted)):
-            if group and stamp != group[-1][2]:
-                replay.step(group)
-                group = []
-            group.append((conn.topic, _deserialize(raw, conn.msgtype), stamp))
-            if bar is not None and conn.topic == topics.POINTS:
-                bar.update()
-        replay.step(group)
+    group: list[tuple[str, object, int]] = []
+    for topic, msg, stamp in bag_messages(bag, wanted):
+        if group and stamp != group[-1][2]:
+            replay.step(group)
+            group = []
+        group.append((topic, msg, stamp))
+        if bar is not None and topic == topics.POINTS:
+            bar.update()
+    replay.step(group)
     return sorted(replay.finish(), key=lambda f: f.key.stamp_ns)
 
 
