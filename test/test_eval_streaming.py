@@ -8,7 +8,6 @@ move only through what streaming does to the boxes, with no scan-to-scan noise.
 from __future__ import annotations
 
 import dataclasses
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -96,9 +95,10 @@ def test_each_key_frame_takes_the_newest_output_published_by_its_stamp():
     outputs = [Output(0, "lidar", 300 * MS, dets([[1, 0, 0, 1, 1, 1, 0, 0, 0]])),
                Output(100 * MS, "lidar", 500 * MS, dets([[2, 0, 0, 1, 1, 1, 0, 0, 0]])),
                Output(500 * MS, "lidar", 500 * MS, dets([[3, 0, 0, 1, 1, 1, 0, 0, 0]]))]
-    assert newest_published(299 * MS, outputs) is None
-    assert newest_published(300 * MS, outputs) is outputs[0]
-    assert newest_published(500 * MS, outputs) is outputs[2]  # same publication: newer input
+    stamps, published = [o.stamp_ns for o in outputs], [o.published_ns for o in outputs]
+    # At 500 ms two outputs are published at once: the newer input wins.
+    assert newest_published([299 * MS, 300 * MS, 499 * MS, 500 * MS, 10**12], stamps,
+                            published) == [None, 0, 0, 2, 2]
     keys = [KeyFrame(token, stamp * MS, "scene") for token, stamp in
             (("a", 0), ("b", 400), ("c", 500))]
     pose = Transform.from_xyz_yaw((0.0, 0.0, 0.0), 0.0)

@@ -17,6 +17,7 @@ Times are integer nanoseconds on the bag's clock.
 """
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
@@ -120,10 +121,18 @@ def carry_boxes(boxes: np.ndarray, age_s: float, forecast: str,
     return out if motion is None else transform_boxes(out, motion)
 
 
-def newest_published(key_stamp_ns: int, outputs: Sequence[Output]) -> Output | None:
-    """The newest output published at or before ``key_stamp_ns`` (ties: the newer input)."""
-    ready = [o for o in outputs if o.published_ns <= key_stamp_ns]
-    return max(ready, key=lambda o: (o.published_ns, o.stamp_ns), default=None)
+def newest_published(key_stamps_ns: Sequence[int], stamps_ns: Sequence[int],
+                     published_ns: Sequence[int]) -> list[int | None]:
+    """For each key stamp, the index of the newest output (input stamps ``stamps_ns``, published
+    at ``published_ns``) published at or before it (ties: the newer input); None before the
+    first publication."""
+    order = sorted(range(len(stamps_ns)), key=lambda i: (published_ns[i], stamps_ns[i]))
+    times = [published_ns[i] for i in order]
+    picks = []
+    for stamp in key_stamps_ns:
+        n = bisect.bisect_right(times, stamp)
+        picks.append(order[n - 1] if n else None)
+    return picks
 
 
 def stream_key_frames(keys: Sequence[KeyFrame], key_frame_ids: Sequence[str],
@@ -132,12 +141,14 @@ def stream_key_frames(keys: Sequence[KeyFrame], key_frame_ids: Sequence[str],
     """Each key frame (in the LiDAR frame ``key_frame_ids[i]``) with the newest output published
     by its stamp, moved into it: ego motion from ``poses`` (None: boxes stay in their input's
     frame), forecast as `carry_boxes`. An output of the key frame's own cloud is used as it is."""
+    picks = newest_published([k.stamp_ns for k in keys], [o.stamp_ns for o in outputs],
+                             [o.published_ns for o in outputs])
     streamed = []
-    for key, frame_id in zip(keys, key_frame_ids, strict=True):
-        output = newest_published(key.stamp_ns, outputs)
-        if output is None:
+    for key, frame_id, pick in zip(keys, key_frame_ids, picks, strict=True):
+        if pick is None:
             streamed.append(StreamedFrame(FrameResult(key, reason=NO_OUTPUT_YET)))
             continue
+        output = outputs[pick]
         latency_ms = (output.published_ns - output.stamp_ns) * 1e-6
         dets = output.detections
         if output.stamp_ns != key.stamp_ns or output.frame_id != frame_id:

@@ -99,8 +99,8 @@ def _box_dim(preset: str) -> int:
     return 9 if get_preset(preset).dataset == "nuscenes" else 7
 
 
-def score_nuscenes(frames: list[FrameResult], args: argparse.Namespace, nusc, out: Path):
-    """Accounting and the nuScenes devkit's scores: (accounting, report blocks, split)."""
+def nuscenes_scores(frames: list[FrameResult], args: argparse.Namespace, nusc, out: Path):
+    """Accounting and the nuScenes devkit's scores: (accounting, NuScenesScores, split)."""
     from ..eval.nuscenes_metrics import evaluate, split_sample_tokens, write_results
 
     preset = get_preset(args.preset)
@@ -114,11 +114,19 @@ def score_nuscenes(frames: list[FrameResult], args: argparse.Namespace, nusc, ou
     results = write_results(nusc, detections, split, out / "results_nusc.json")
     scores = evaluate(nusc, results, split, out)
     print(f"split {split}: mAP {scores.mean_ap:.4f}, NDS {scores.nds:.4f}")
-    return acc, nuscenes_blocks(out, scores, list(preset.class_names)), split
+    return acc, scores, split
 
 
-def score_lyft(frames: list[FrameResult], args: argparse.Namespace, db, out: Path):
-    """Accounting and lyft-dataset-sdk's mAP over the key frames of the bags' scenes."""
+def score_nuscenes(frames: list[FrameResult], args: argparse.Namespace, nusc, out: Path):
+    """(accounting, report blocks, split, NuScenesScores)."""
+    acc, scores, split = nuscenes_scores(frames, args, nusc, out)
+    names = list(get_preset(args.preset).class_names)
+    return acc, nuscenes_blocks(out, scores, names), split, scores
+
+
+def lyft_scores(frames: list[FrameResult], args: argparse.Namespace, db, out: Path):
+    """Accounting and lyft-dataset-sdk's mAP over the key frames of the bags' scenes:
+    (accounting, LyftScores, description of the key frames scored)."""
     from ..eval.lyft_metrics import evaluate
 
     scenes = set(scene_bag_names(args))
@@ -129,7 +137,13 @@ def score_lyft(frames: list[FrameResult], args: argparse.Namespace, db, out: Pat
                                             _box_dim(args.preset)), tokens)
     (out / "metrics_lyft.json").write_text(json.dumps(dataclasses.asdict(scores), indent=1))
     print(f"Lyft mAP (3D IoU 0.5:0.95) {scores.mean_ap:.4f}")
-    return acc, lyft_blocks(scores), "the key frames of the bags' scenes"
+    return acc, scores, "the key frames of the bags' scenes"
+
+
+def score_lyft(frames: list[FrameResult], args: argparse.Namespace, db, out: Path):
+    """(accounting, report blocks, key frames scored, LyftScores)."""
+    acc, scores, split = lyft_scores(frames, args, db, out)
+    return acc, lyft_blocks(scores), split, scores
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -179,6 +193,19 @@ def build_parser() -> argparse.ArgumentParser:
                       "answered the previous one (nothing dropped; the offline results)")
     live.add_argument("--timeout", type=float, default=300.0,
                       help="seconds to wait for the node to start or answer (default 300)")
+    streaming = p.add_argument_group("streaming (--streaming)")
+    streaming.add_argument("--streaming", action="store_true", help="also score, at each key "
+                           "frame, the newest output published by then, moved into the key "
+                           "frame (needs --dataroot)")
+    streaming.add_argument("--latency-ms", default="measured", metavar="MS[,MS...]",
+                           help="the detector's frame time the node's scheduling is simulated "
+                           "with: 'measured' (default: the median offline frame time here) or "
+                           "ms; a list (e.g. measured,0,25,50,100,200,400,800) adds a plot of "
+                           "the score against it; the first one is set beside offline")
+    streaming.add_argument("--forecast", default="both", choices=("none", "velocity", "both"),
+                           help="carry boxes to the key frame by their velocity over the "
+                           "output's age (velocity), keep them where seen (none), or both "
+                           "(default; Lyft presets: none)")
     p.add_argument("--workers", type=int, default=1, metavar="N",
                    help="replay the scenes in N processes (default 1); under torchrun, per rank")
     p.add_argument("--bev-frames", type=int, default=4, metavar="N",
@@ -232,7 +259,8 @@ def bev_frames(frames: list[FrameResult], args: argparse.Namespace,
 
 
 def score(frames: list[FrameResult], args: argparse.Namespace, out: Path):
-    """(accounting, report blocks, split, dataset) with the metric of the bags' dataset."""
+    """(accounting, report blocks, split, scores, dataset) with the metric of the bags'
+    dataset."""
     from ..eval.bag_from_dataset import open_dataset, read_scene_metadata
 
     metadata = read_scene_metadata(scene_bags(args.bag)[0])
@@ -246,12 +274,15 @@ def score(frames: list[FrameResult], args: argparse.Namespace, out: Path):
 
 
 def report(frames: list[FrameResult], args: argparse.Namespace, mode: str,
-           latency_what: str) -> Accounting:
-    """Score (with --dataroot), write frames.json and the report, print the summary."""
+           latency_what: str, section=None) -> Accounting:
+    """Score (with --dataroot), write frames.json and the report, print the summary.
+    ``section(scores, dataset)``: more report blocks after the scores (the streaming runs)."""
     out = args.output
     out.mkdir(parents=True, exist_ok=True)
     if args.dataroot is not None:
-        acc, blocks, split, dataset = score(frames, args, out)
+        acc, blocks, split, scores, dataset = score(frames, args, out)
+        if section is not None:
+            blocks += section(scores, dataset)
     else:
         acc, blocks, split, dataset = (account(frames, None), None,
                                        "all key frames of the bags (not scored)", None)
@@ -273,6 +304,17 @@ def report(frames: list[FrameResult], args: argparse.Namespace, mode: str,
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.streaming and args.dataroot is None:
+            raise ValueError("--streaming scores against the devkit tables: give --dataroot")
+        if args.streaming and args.live:
+            raise ValueError("--streaming --live is not available yet")
+        if args.streaming:
+            from .streaming_eval import run_simulated
+
+            frames, section = run_simulated(args)
+            report(frames, args, "offline (in-process replay) and streaming (simulated)",
+                   "detector time per key frame", section)
+            return 0
         frames = run(args)
         if frames is not None and args.live:
             mode = "paced" if args.paced else f"at {args.rate:g}x the recorded speed"

@@ -1,0 +1,136 @@
+"""The streaming part of the evaluation report: offline and streaming scores side by side, the
+ages of the outputs used, the clouds skipped, and the score against the detector's frame time.
+
+Blocks in the form of `report.write_report`'s score blocks; `summary_record` is the same content
+as JSON (``streaming.json``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .report import TP_HEADERS, TP_METRICS, Block, _num, _pyplot
+from .streaming import NO_OUTPUT_YET, StreamedFrame
+
+PLOT = "streaming_latency.png"
+
+
+@dataclass(frozen=True)
+class StreamingRun:
+    """One scored streaming variant: the frame time (ms) the node's scheduling ran with (None:
+    the live node's own), the forecast, the key frames and the outputs behind them, the clouds
+    run and skipped, and the metric's scores (None when not scored)."""
+
+    frame_ms: float | None
+    forecast: str
+    frames: list[StreamedFrame]
+    processed: int
+    skipped: int
+    scores: object = None
+
+    @property
+    def ages_ms(self) -> list[float]:
+        return [f.age_ms for f in self.frames if f.age_ms is not None]
+
+    @property
+    def before_first_output(self) -> int:
+        return sum(f.result.reason == NO_OUTPUT_YET for f in self.frames)
+
+    @property
+    def label(self) -> str:
+        frame = "live node" if self.frame_ms is None else f"{self.frame_ms:g} ms frames"
+        return f"{frame}, forecast {self.forecast}"
+
+
+def headline(scores) -> tuple[str, float]:
+    """The metric's headline number: NDS (nuScenes) or mAP (Lyft)."""
+    return ("NDS", scores.nds) if hasattr(scores, "nds") else ("mAP", scores.mean_ap)
+
+
+def _score_rows(columns: list[object]) -> list[list[str]]:
+    """mAP, NDS and TP errors (nuScenes), then AP per class; one column per scores object."""
+    first = columns[0]
+    rows = [["mAP", *(_num(s.mean_ap, 4) for s in columns)]]
+    if hasattr(first, "nds"):
+        rows.append(["NDS", *(_num(s.nds, 4) for s in columns)])
+        rows += [[name, *(_num(s.tp_errors.get(metric)) for s in columns)]
+                 for metric, name in zip(TP_METRICS, TP_HEADERS)]
+    rows += [[f"AP {name}", *(_num(s.class_ap.get(name)) for s in columns)]
+             for name in first.class_ap]
+    return rows
+
+
+def _ages(run: StreamingRun) -> list[str]:
+    ages = run.ages_ms
+    quantiles = np.percentile(ages, [0, 50, 90, 100]) if ages else [np.nan] * 4
+    return [_num(q, 0) for q in quantiles]
+
+
+def streaming_blocks(out: Path, offline_scores, headline_runs: list[StreamingRun],
+                     sweep: list[StreamingRun], how: str) -> list[Block]:
+    """Offline next to the streaming runs at the headline frame time, the outputs used, and
+    (with more than one frame time) the sweep's table and plot written to ``out``."""
+    blocks: list[Block] = [
+        ("h", 2, "Streaming: the newest output at each key frame"),
+        ("p", how)]
+    if offline_scores is not None and all(r.scores is not None for r in headline_runs):
+        blocks.append(("table", ["", "offline", *(f"streaming, {r.label}" for r in headline_runs)],
+                       _score_rows([offline_scores, *(r.scores for r in headline_runs)])))
+    blocks += [
+        ("h", 3, "Outputs used"),
+        ("table", ["run", "clouds run", "clouds skipped", "key frames before the first output",
+                   "age min (ms)", "age p50 (ms)", "age p90 (ms)", "age max (ms)"],
+         [[r.label, r.processed, r.skipped, r.before_first_output, *_ages(r)]
+          for r in headline_runs])]
+    scored = [r for r in sweep if r.scores is not None and r.frame_ms is not None]
+    frame_times = sorted({r.frame_ms for r in scored})
+    if len(frame_times) > 1:
+        forecasts = sorted({r.forecast for r in scored})
+        metric = headline(scored[0].scores)[0]
+        by_key = {(r.frame_ms, r.forecast): r for r in scored}
+        latency_png(out / PLOT, scored, offline_scores)
+        blocks += [
+            ("h", 3, f"{metric} against the detector's frame time"),
+            ("table", ["frame time (ms)", *(f"{metric}, forecast {f}" for f in forecasts),
+                       *(f"clouds skipped, forecast {f}" for f in forecasts[:1])],
+             [[f"{ms:g}", *(_num(headline(by_key[ms, f].scores)[1], 4) for f in forecasts),
+               by_key[ms, forecasts[0]].skipped] for ms in frame_times]),
+            ("img", PLOT, f"{metric} against the frame time")]
+    return blocks
+
+
+def latency_png(path: Path, runs: list[StreamingRun], offline_scores) -> None:
+    """The headline metric against the frame time, one line per forecast; offline dashed."""
+    plt = _pyplot()
+    metric = headline(runs[0].scores)[0]
+    fig, ax = plt.subplots(figsize=(6.4, 3.8), dpi=100)
+    for forecast in sorted({r.forecast for r in runs}):
+        line = sorted((r.frame_ms, headline(r.scores)[1]) for r in runs if r.forecast == forecast)
+        ax.plot(*zip(*line), marker="o", label=f"streaming, forecast {forecast}")
+    if offline_scores is not None:
+        ax.axhline(headline(offline_scores)[1], color="k", ls="--", lw=1,
+                   label="offline (no latency)")
+    ax.set(xlabel="detector frame time (ms)", ylabel=metric, ylim=(0, None),
+           title=f"streaming {metric} against the frame time")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+
+
+def summary_record(offline_scores, runs: list[StreamingRun]) -> dict:
+    """streaming.json: every run's frame time, forecast, scores, clouds and ages."""
+    def scores_record(scores) -> dict | None:
+        if scores is None:
+            return None
+        record = {"mAP": scores.mean_ap, "class_AP": scores.class_ap}
+        if hasattr(scores, "nds"):
+            record.update(NDS=scores.nds, tp_errors=scores.tp_errors)
+        return record
+
+    return {"offline": scores_record(offline_scores),
+            "runs": [{"frame_ms": r.frame_ms, "forecast": r.forecast, "processed": r.processed,
+                      "skipped": r.skipped, "before_first_output": r.before_first_output,
+                      "ages_ms": r.ages_ms, "scores": scores_record(r.scores)} for r in runs]}
