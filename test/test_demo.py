@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from regnet_pillars_ros.pipeline.transforms import Transform
-from regnet_pillars_ros.tools.demo import LIDAR_IN_BASE, moving_scene
+from regnet_pillars_ros.tools.demo import LIDAR_IN_BASE, moving_scene, world_points
 
 SEC = 1_000_000_000
 
@@ -21,6 +21,15 @@ def test_the_moving_scene_is_one_static_world_seen_from_a_moving_sensor():
         np.testing.assert_allclose(back, world, atol=1e-4)
     assert not np.allclose(frames[0].points, frames[2].points)
     assert frames[0].base_in_odom.translation == pytest.approx(Transform.identity().translation)
+
+
+def test_without_shared_the_world_is_a_simulated_scan_seen_from_the_roof(tmp_path):
+    world, source = world_points(tmp_path / "clone")  # no ../shared beside this one
+    assert source.startswith("simulated LiDAR scan") and str(tmp_path / "shared") in source
+    in_lidar = LIDAR_IN_BASE.inverse().apply(world)
+    # Most returns are ground, 1.84 m below the sensor as in the model's training scans.
+    assert np.mean(np.abs(in_lidar[:, 2] + 1.84) < 0.1) > 0.5
+    assert len(world) > 10_000 and np.ptp(in_lidar[:, 0]) > 80
 
 
 def test_bag_holds_clouds_and_tf_in_order(tmp_path):

@@ -1,8 +1,9 @@
 """``regnet-pillars demo``: a small rosbag2 of a moving scene, played into detector_node.
 
-1. builds a few seconds of LiDAR frames: the real nuScenes key frame (../shared/realdata) as a
-   static world seen from an ego vehicle that drives through it (a synthetic scene otherwise),
-   with /tf (odom -> base_link) and /tf_static (base_link -> lidar_top);
+1. builds a few seconds of LiDAR frames: the real nuScenes key frame (../shared/realdata), or
+   else a scan of the project's LiDAR simulator (the kind of scan the bundled model was trained
+   on), as a static world seen from an ego vehicle that drives through it, with /tf
+   (odom -> base_link) and /tf_static (base_link -> lidar_top);
 2. writes them as rosbag2 (mcap) with ``rosbags``;
 3. starts detector_node in another process, plays the bag into it over DDS, prints one line
    per frame (boxes per class, latency) and draws a bird's-eye view of the last frame (PNG).
@@ -27,10 +28,16 @@ from ..pipeline.stamps import stamp_ns
 from ..pipeline.transforms import Transform
 from ..ros.launch_config import config_dir
 from ..ros.params import DEFAULT_PRESET
+from ..sim.scene import generate_scene
+from ..sim.sweeps import simulate_sweep
 
 REALDATA_FRAME = ("shared/realdata/nuscenes/demo/"
                   "n015-2018-07-24-11-22-45+0800__LIDAR_TOP__1532402927647951.pcd.bin")
 LIDAR_IN_BASE = Transform.from_xyz_yaw((0.94, 0.0, 1.84), 0.0)  # roughly nuScenes' roof LiDAR
+# A held-out simulated scene (training scenes have seeds below train.data.VAL_SEED_BASE = 10^6)
+# and a sweep one second into it.
+SIM_SCENE_SEED = 1_000_770
+SIM_SWEEP = 20
 INPUT_TOPIC = "/detector_node/input/pointcloud"
 OBJECTS_TOPIC = "/detector_node/output/objects"
 
@@ -43,20 +50,16 @@ class Frame:
 
 
 def world_points(repo: Path) -> tuple[np.ndarray, str]:
-    """The static world in odom: the real nuScenes key frame if present, else a synthetic
-    street (ground, two walls, a few car-sized blocks)."""
+    """The static world in odom and where it came from: the real nuScenes key frame if present,
+    else a simulated scan; either is seen from the LiDAR at LIDAR_IN_BASE of the ego at the origin."""
     path = repo.parent / REALDATA_FRAME
     if path.is_file():
         xyz = np.fromfile(path, np.float32).reshape(-1, 5)[:, :3]
         return LIDAR_IN_BASE.apply(xyz.astype(np.float64)), f"real nuScenes frame {path.name}"
-    rng = np.random.default_rng(0)
-    ground = np.c_[rng.uniform(-40, 60, (20000, 1)), rng.uniform(-10, 10, (20000, 1)),
-                   np.zeros((20000, 1))]
-    walls = np.c_[rng.uniform(-40, 60, (8000, 1)), rng.choice([-10.0, 10.0], (8000, 1)),
-                  rng.uniform(0, 6, (8000, 1))]
-    cars = [np.c_[rng.uniform(x, x + 4.5, (600, 1)), rng.uniform(y, y + 1.9, (600, 1)),
-                  rng.uniform(0, 1.6, (600, 1))] for x, y in ((12, 3), (25, -5), (40, 2))]
-    return np.vstack([ground, walls, *cars]), "synthetic street"
+    sweep = simulate_sweep(generate_scene(SIM_SCENE_SEED), SIM_SWEEP, seed=SIM_SCENE_SEED)
+    return (LIDAR_IN_BASE.apply(sweep.points[:, :3].astype(np.float64)),
+            f"simulated LiDAR scan (held-out scene {SIM_SCENE_SEED}, sweep {SIM_SWEEP}); "
+            f"no real frame at {path}")
 
 
 def moving_scene(world: np.ndarray, num_frames: int, rate_hz: float, start_ns: int,
@@ -262,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
             f.unlink()
         bag.rmdir()
     write_bag(bag, frames)
-    print(f"bag: {bag} ({args.frames} frames at {args.rate:g} Hz of a {source}, with /tf)")
+    print(f"scene: {source}")
+    print(f"bag: {bag} ({args.frames} frames at {args.rate:g} Hz, with /tf)")
 
     node = start_node(args.preset, {"checkpoint": args.checkpoint} if args.checkpoint else {})
     player = Player(args.timeout)
