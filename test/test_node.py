@@ -273,7 +273,7 @@ def test_a_swap_under_a_stream_loses_no_frame_and_switches_the_class_set(ctx):
 
 
 def test_console_entry_passes_files_then_the_preset_then_the_ros_arguments():
-    from regnet_pillars_ros.ros.node import ros_arguments
+    from regnet_pillars_ros.ros.command_line import ros_arguments
 
     args = ros_arguments(["--preset", "lyft-fpn", "--params-file", "/tmp/x.yaml",
                           "--ros-args", "-p", "device:=cpu"])

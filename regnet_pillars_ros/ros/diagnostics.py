@@ -3,8 +3,12 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from typing import TYPE_CHECKING
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+if TYPE_CHECKING:
+    from ..model import Detections
 
 # Counters that make the status WARN when they grew since the last report, and what they mean.
 WARN_WHEN_GROWING = {
@@ -35,6 +39,19 @@ class Health:
     def set(self, **values: object) -> None:
         with self._lock:
             self._values.update({k: str(v) for k, v in values.items()})
+
+    def count_frame(self, dets: "Detections", sweeps: int, max_lag_s: float,
+                    budget_ms: float) -> None:
+        """Count a processed frame and keep its figures; over budget only with a budget > 0."""
+        self.count("frames_processed")
+        self.count("points_nonfinite", dets.stats.get("points_nonfinite", 0))
+        if dets.stats.get("pillar_overflow", 0):
+            self.count("pillar_overflow_frames")
+        total = dets.timings_ms.get("total", 0.0)
+        if 0 < budget_ms < total:
+            self.count("over_budget")
+        self.set(last_sweeps=sweeps, last_sweep_max_lag_s=f"{max_lag_s:.3f}", last_boxes=len(dets),
+                 last_total_ms=f"{total:.1f}", last_pillars=dets.stats.get("pillars", 0))
 
     def counts(self) -> dict[str, int]:
         with self._lock:

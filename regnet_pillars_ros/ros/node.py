@@ -1,15 +1,12 @@
 """detector_node: PointCloud2 in, Detection3DArray + RViz markers out.
 
-The wiring: the executor hands clouds to a latest-only slot; one inference thread takes the
-newest, stacks past sweeps, runs the serving model generation and publishes. The parameter
-callback only validates: a model swap loads on the model server's loader thread
-(``serving.py``), so parameter services keep answering. A frame whose generation was replaced
-while it ran is run again on the new one (or dropped for a newer cloud), so no frame of an old
-model follows the new class map. Shutdown abandons a frame or load in flight.
+The executor hands clouds to a latest-only slot; one inference thread takes the newest, stacks
+past sweeps, runs the serving model generation (``serving.py``: swaps load on its own thread,
+so parameter services keep answering) and publishes the frame only if that generation still
+serves, else runs it again. Shutdown abandons a frame or load in flight.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import sys
@@ -18,8 +15,7 @@ from typing import NoReturn
 
 import rclpy
 from nav_msgs.msg import Odometry
-from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
-                                SetParametersResult)
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
@@ -28,62 +24,41 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profi
 from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import Header, String
 from tf2_msgs.msg import TFMessage
-import torch
 
 from ..messages.cloud import CloudError, read_points
-from ..model import Detections
 from ..pipeline.frame import SweepSettings, detect
 from ..pipeline.stamps import stamp_ns
-from ..pipeline.sweeps import Accumulated, SweepWindow
+from ..pipeline.sweeps import SweepWindow
 from ..pipeline.transforms import TransformError, transform_boxes
-from ..runtime.heap import keep_freed_memory
 from . import params as P
+from .command_line import ros_arguments
 from .diagnostics import Health
 from .latest import LatestSlot
 from .log_bridge import route_package_logs, unroute_package_logs
 from .outputs import Outputs
-from .param_glue import cleared_lists
-from .serving import Generation, LoadOptions, ModelKey, ModelServer, Outcome
-
-
-def _descriptor(spec: P.Param, default) -> ParameterDescriptor:
-    d = ParameterDescriptor(description=spec.full_description, read_only=spec.read_only)
-    if spec.range is not None and isinstance(default, int):
-        d.integer_range = [IntegerRange(from_value=int(spec.range[0]),
-                                        to_value=int(spec.range[1]), step=1)]
-    elif spec.range is not None:
-        d.floating_point_range = [FloatingPointRange(from_value=float(spec.range[0]),
-                                                     to_value=float(spec.range[1]))]
-    return d
+from .param_glue import apply_process_settings, cleared_lists, declare_all
+from .serving import LoadOptions, ModelKey, ModelServer, Outcome
 
 
 class DetectorNode(Node):
+    """The wiring; parameters in params.py, model serving in serving.py, topics in outputs.py."""
+
     def __init__(self, **kwargs) -> None:
         super().__init__("detector_node", **kwargs)
         self._slot: LatestSlot[tuple[Header, SweepWindow]] = LatestSlot()
         self._running, self._busy = True, False
         self._log_bridge = route_package_logs(self.get_logger())  # library records -> /rosout
-        # The preset first: the other defaults follow it (YAML and -p values override them).
-        defaults = P.defaults(self._declare(P.PARAMS_BY_NAME["preset"], P.DEFAULT_PRESET))
-        for spec in P.PARAMS:
-            if spec.name != "preset":
-                self._declare(spec, defaults[spec.name])
-        for spec in P.PARAMS:  # YAML values bypass the callback: check them once here
-            P.validate(spec.name, self._param(spec.name))
-        if self._param("torch_threads"):
-            torch.set_num_threads(self._param("torch_threads"))
-        if self._param("keep_freed_memory") and not keep_freed_memory():
-            self.get_logger().warning("keep_freed_memory: this C library has no glibc mallopt; left as is")
+        declare_all(self)  # the preset first: the other defaults follow it
+        apply_process_settings(self)
         self.health = Health()
         self._out = Outputs(self, self.health)
         self._server = ModelServer(
             LoadOptions(**{f.name: self._param(f.name) for f in dataclasses.fields(LoadOptions)}),
             ModelKey(self._param("preset"), self._param("checkpoint")),
             {s.name: self._param(s.name) for s in P.PARAMS if not s.read_only},
-            self._on_generation, self._on_swap)
+            self._out.serving, self._on_swap)
         self.add_pre_set_parameters_callback(cleared_lists)
         self.add_on_set_parameters_callback(self._on_set_parameters)
-
         sweeps = SweepSettings(**{f.name: self._param(f.name)
                                   for f in dataclasses.fields(SweepSettings)})
         self._ego = sweeps.ego_motion()
@@ -100,50 +75,28 @@ class DetectorNode(Node):
 
     # -- parameters and models ------------------------------------------------------------
 
-    def _declare(self, spec: P.Param, default):
-        """Declare ``spec`` typed by ``default``; returns its value (an override's if given).
-        An empty list has no element type: string array is declared, then [] set if unset."""
-        if default != []:
-            return self.declare_parameter(spec.name, default, _descriptor(spec, default)).value
-        declared = self.declare_parameter(spec.name, Parameter.Type.STRING_ARRAY,
-                                          _descriptor(spec, default))
-        if declared.type_ == Parameter.Type.NOT_SET:
-            self.set_parameters([Parameter(spec.name, Parameter.Type.STRING_ARRAY, [])])
-        return self._param(spec.name)
-
     def _param(self, name: str):
         return self.get_parameter(name).value
 
-    def _on_generation(self, gen: Generation) -> None:
-        """A generation starts serving (under the server's lock): its class map first."""
-        self._out.class_map(gen)
-        d = gen.detector
-        self.health.set(preset=gen.key.preset, checkpoint=d.source, backend=d.backend.name,
-                        box_convention=d.box_convention, device=d.device, generation=gen.number)
-
     def _on_swap(self, outcome: Outcome) -> None:
-        """A swap is loading, ready or failed: say so, and set the parameters back to what the
-        serving model uses where the swap could not honour them."""
+        """A swap is loading, ready or failed: say so, and set the parameters the swap could
+        not honour (a failed model, thresholds of a class it lacks) to what the model serves."""
         self._out.model_status.publish(String(data=str(outcome)))
         self.health.set(model_status=str(outcome))
         if outcome.state == "loading":
             return
         self.health.count("model_swaps" if outcome.state == "ready" else "model_swaps_failed")
         serving = self._server.current
-        wanted = {"class_score_thresholds": list(serving.live["class_score_thresholds"])}
-        if outcome.state == "failed":
-            wanted.update(preset=serving.key.preset, checkpoint=serving.key.checkpoint)
-        changed = [Parameter(k, Parameter.Type.STRING_ARRAY if isinstance(v, list) else None, v)
-                   for k, v in wanted.items() if self._param(k) != v]
+        changed = [Parameter(name, value=value) for name, value in serving.parameters().items()
+                   if self._param(name) != value]
         if changed:
-            self.set_parameters_atomically(changed)
-            self.get_logger().warning(f"parameters set back to what {serving.key} serves with: "
+            self.set_parameters_atomically(changed)  # empty lists typed by cleared_lists
+            self.get_logger().warning(f"parameters set to what {serving.key} serves with: "
                                       + ", ".join(f"{p.name}={p.value}" for p in changed))
 
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
         """Validate and hand over: a model swap loads in the background (its outcome on
-        ~/output/model_status), so every parameter service answers at once."""
-        # Only this node's own table; rclpy's parameters (use_sim_time, ...) pass through.
+        ~/output/model_status). rclpy's own parameters (use_sim_time, ...) pass through."""
         values = {p.name: p.value for p in params if p.name in P.PARAMS_BY_NAME}
         try:
             for name, value in values.items():
@@ -174,24 +127,21 @@ class DetectorNode(Node):
             self.health.count("frames_dropped")
 
     def _subscribe_ego_motion(self, group) -> None:
+        """/tf_static, and /tf or ~/input/odometry as ego_motion_source says."""
+        latched = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.create_subscription(TFMessage, "/tf_static",
+                                 lambda m: self._refused(self._ego.add_tf(m, True)), latched,
+                                 callback_group=group)
         source = self._param("ego_motion_source")
-        static_qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
-                                durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self.create_subscription(TFMessage, "/tf_static", lambda m: self._on_tf(m, True),
-                                 static_qos, callback_group=group)
-        if source == "tf":
-            self.create_subscription(TFMessage, "/tf", lambda m: self._on_tf(m, False),
-                                     QoSProfile(depth=100), callback_group=group)
-        elif source == "odometry":
-            self.create_subscription(Odometry, "~/input/odometry", self._on_odometry,
+        if source != "none":
+            kind, topic, add = ((TFMessage, "/tf", self._ego.add_tf) if source == "tf" else
+                                (Odometry, "~/input/odometry", self._ego.add_odometry))
+            self.create_subscription(kind, topic, lambda m: self._refused(add(m)),
                                      QoSProfile(depth=100), callback_group=group)
 
-    def _on_tf(self, msg: TFMessage, static: bool) -> None:
-        for reason in self._ego.add_tf(msg, static):
-            self.get_logger().warning(reason, throttle_duration_sec=5.0)
-
-    def _on_odometry(self, msg: Odometry) -> None:
-        for reason in self._ego.add_odometry(msg):
+    def _refused(self, reasons: list[str]) -> None:
+        for reason in reasons:
             self.get_logger().warning(reason, throttle_duration_sec=5.0)
 
     # -- the inference thread ---------------------------------------------------------------
@@ -228,8 +178,7 @@ class DetectorNode(Node):
             gen = self._server.current
             dets = detect(gen.detector, stacked.points, gen.output_filter)
             out_header = header
-            target = self._param("target_frame")
-            if target:
+            if target := self._param("target_frame"):
                 try:
                     motion = self._ego.lookup(target, header.frame_id, stamp)
                 except TransformError as exc:
@@ -241,26 +190,15 @@ class DetectorNode(Node):
                 out_header = Header(stamp=header.stamp, frame_id=target)
             messages = self._out.frame(gen, dets, out_header)
             # Counted before publishing: a reader of the output then sees the frame counted.
-            if self._server.publish_if_current(gen, lambda: (self._count(gen, dets, stacked),
-                                                             self._out.send(messages))):
+            if self._server.publish_if_current(gen, lambda: (
+                    self.health.count_frame(dets, stacked.sweeps, stacked.max_lag_s,
+                                            gen.live["processing_budget_ms"]),
+                    self._out.send(messages))):
                 self._out.timings(dets.timings_ms, stamp)
                 return
             if self._slot.waiting():  # the model changed meanwhile: a newer cloud goes first
                 self.health.count("frames_superseded")
                 return
-
-    def _count(self, gen: Generation, dets: Detections, stacked: Accumulated) -> None:
-        h = self.health
-        h.count("frames_processed")
-        h.count("points_nonfinite", dets.stats.get("points_nonfinite", 0))
-        if dets.stats.get("pillar_overflow", 0):
-            h.count("pillar_overflow_frames")
-        total = dets.timings_ms.get("total", 0.0)
-        if 0 < gen.live["processing_budget_ms"] < total:
-            h.count("over_budget")
-        h.set(last_sweeps=stacked.sweeps, last_sweep_max_lag_s=f"{stacked.max_lag_s:.3f}",
-              last_boxes=len(dets), last_total_ms=f"{total:.1f}",
-              last_pillars=dets.stats.get("pillars", 0))
 
     def close(self) -> None:
         """Stop the inference and loader threads; a frame or load in flight is abandoned."""
@@ -274,29 +212,6 @@ class DetectorNode(Node):
         unroute_package_logs(self._log_bridge)
 
 
-def ros_arguments(argv: list[str]) -> list[str]:
-    """``detector_node [--preset NAME] [--params-file F ...] [ROS args]`` -> rclpy args: the
-    files, then ``preset`` (it wins over them), then the ROS arguments given."""
-    parser = argparse.ArgumentParser(
-        prog="detector_node", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="PointCloud2 in, Detection3DArray and markers out. Every parameter has a\n"
-        "default that follows the preset; parameter files only override.",
-        epilog="example (quote remaps of ~/ names, or the shell expands ~ to $HOME):\n"
-        "  detector_node --preset lyft-fpn --ros-args -r '~/input/pointcloud:=/lidar_top'")
-    parser.add_argument("--preset", choices=P.PARAMS_BY_NAME["preset"].choices, metavar="NAME",
-                        help=f"model preset (default {P.DEFAULT_PRESET}; same as "
-                        "--ros-args -p preset:=NAME)")
-    parser.add_argument("--params-file", action="append", default=[],
-                        help="ROS parameter YAML overriding the defaults (repeatable)")
-    args, rest = parser.parse_known_args(argv)
-    ros = [a for f in args.params_file for a in ("--params-file", str(f))]
-    ros += ["-p", f"preset:={args.preset}"] if args.preset else []
-    if "--ros-args" in rest:
-        i = rest.index("--ros-args")
-        return rest[:i] + ["--ros-args", *ros, *rest[i + 1:]]
-    return rest + (["--ros-args", *ros] if ros else [])
-
-
 def main(argv: list[str] | None = None) -> NoReturn:
     """``detector_node``: spin until SIGINT or SIGTERM, then end the process at once. A frame or
     model load in flight is abandoned, never waited for, and so is the interpreter's teardown,
@@ -305,8 +220,8 @@ def main(argv: list[str] | None = None) -> NoReturn:
     rclpy.init(args=args)
     code = _spin()
     rclpy.try_shutdown()  # also flushes the ROS log
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
     os._exit(code)
 
 

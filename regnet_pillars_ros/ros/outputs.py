@@ -72,9 +72,12 @@ class Outputs:
         for publisher, msg in messages:
             publisher.publish(msg)
 
-    def class_map(self, gen: Generation) -> None:
+    def serving(self, gen: Generation) -> None:
+        """A generation starts serving: its class map (and threshold) goes out before any of
+        its frames; /diagnostics names its model."""
         header = Header(stamp=self._node.get_clock().now().to_msg())
         self.labels.publish(label_info(gen.class_names, header, gen.live["score_threshold"]))
+        self._health.set(**gen.summary())
 
     def timings(self, timings_ms: dict[str, float], stamp_ns: int) -> None:
         """Per-stage times and the latency from the cloud's stamp to now."""

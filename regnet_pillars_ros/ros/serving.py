@@ -75,6 +75,18 @@ class Generation:
     def class_names(self) -> tuple[str, ...]:
         return self.detector.preset.class_names
 
+    def summary(self) -> dict[str, object]:
+        """What /diagnostics says about the serving model."""
+        d = self.detector
+        return dict(preset=self.key.preset, checkpoint=d.source, backend=d.backend.name,
+                    box_convention=d.box_convention, device=d.device, generation=self.number)
+
+    def parameters(self) -> dict[str, Any]:
+        """The parameter values a swap may change behind the user's back: the model's, and
+        class_score_thresholds (entries for classes the model lacks are dropped)."""
+        return {"preset": self.key.preset, "checkpoint": self.key.checkpoint,
+                "class_score_thresholds": list(self.live["class_score_thresholds"])}
+
     @cached_property
     def output_filter(self) -> OutputFilter:
         return OutputFilter(self.live["score_threshold"],
