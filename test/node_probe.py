@@ -232,11 +232,15 @@ class Probe:
 
     def fresh_counters(self) -> dict[str, str]:
         """Diagnostics values from a report made after this call."""
+        return {kv.key: kv.value for kv in self.fresh_status().values}
+
+    def fresh_status(self):
+        """The node's DiagnosticStatus from a report made after this call."""
         now = self.node.get_clock().now().nanoseconds
 
         def fresh():
             if self.diagnostics and stamp_ns_of(self.diagnostics[-1].header.stamp) > now:
-                return self._last_report()
+                return self.diagnostics[-1].status[0]
             return None
         return self.wait(fresh, "a diagnostics report")
 

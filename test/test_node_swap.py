@@ -13,6 +13,7 @@ import pytest
 pytest.importorskip("rclpy", reason="rclpy not installed (scripts/setup_env.sh)")
 pytest.importorskip("vision_msgs.msg", reason="vision_msgs not generated (scripts/setup_env.sh)")
 
+from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
 from rcl_interfaces.msg import Log  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 
@@ -47,6 +48,19 @@ def timed(call):
     t0 = time.monotonic()
     result = call()
     return result, time.monotonic() - t0
+
+
+def test_warnings_mean_something_on_a_cpu_node_that_keeps_up(ctx):
+    probe = ctx["probe"]
+    probe.detect(scene(), 1 * SEC)  # one cloud at a time: the node keeps up, however slow
+    status = probe.fresh_status()
+    assert (status.level, status.message) == (DiagnosticStatus.OK, "ok")
+    assert probe.set_parameters(processing_budget_ms=0.001)[0].successful  # a budget no frame meets
+    probe.detect(scene(), 2 * SEC)
+    status = probe.fresh_status()
+    assert status.level == DiagnosticStatus.WARN
+    assert "processing time over processing_budget_ms" in status.message
+    assert probe.set_parameters(processing_budget_ms=0.0)[0].successful
 
 
 def test_parameter_services_answer_within_a_second_while_a_big_model_loads(ctx):

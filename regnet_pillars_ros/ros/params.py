@@ -62,7 +62,8 @@ PARAMS: tuple[Param, ...] = (
     # Output filtering: live.
     Param("score_threshold", 0.3, "Minimum score of a published box", range=(0.0, 1.0)),
     Param("class_score_thresholds", [], "Per-class minimum scores, entries 'class=score' "
-          "(e.g. 'pedestrian=0.2'); others use score_threshold"),
+          "(e.g. 'pedestrian=0.2'); others use score_threshold. A model swap drops entries for "
+          "classes the new model lacks. Clear with \"[]\" or \"['']\""),
     Param("max_detections", lambda preset: preset.test_cfg.max_num, "Maximum boxes per frame "
           "(default: the preset's test-time cap)", range=(1, 5000)),
     Param("class_id_format", "name", "results[0].hypothesis.class_id: class name or index "
@@ -84,14 +85,16 @@ PARAMS: tuple[Param, ...] = (
           True, range=(0.0, 5.0)),
     Param("target_frame", "", "Frame of the published boxes; empty = the cloud's frame", True),
     # Diagnostics and markers: live.
-    Param("processing_budget_ms", 100.0, "Total processing time above which diagnostics "
-          "warn", range=(1.0, 10000.0)),
+    Param("processing_budget_ms", 0.0, "Total processing time above which diagnostics warn; "
+          "0 = no fixed budget. Either way they warn when the node falls behind its sensor "
+          "(clouds dropped)", range=(0.0, 10000.0)),
     Param("markers.show_labels", True, "Text 'class score' above each box"),
     Param("markers.show_heading", True, "Heading arrow per box"),
     Param("markers.show_velocity", lambda preset: preset.has_velocity, "Velocity arrow per box "
           "(default: on where the preset predicts velocity)"),
     Param("markers.line_width", 0.1, "Box edge width in metres", range=(0.01, 1.0)),
-    Param("markers.class_colors", [], "Per-class colours, entries 'class=#rrggbb'"),
+    Param("markers.class_colors", [], "Per-class colours, entries 'class=#rrggbb'; cleared "
+          "like class_score_thresholds"),
 )
 PARAMS_BY_NAME = {p.name: p for p in PARAMS}
 
