@@ -27,10 +27,11 @@ from pathlib import Path
 
 import pytest
 
+from shared_data import SHARED
+
 REPO = Path(__file__).resolve().parents[1]
 FASTDDS_PROFILE = REPO / "config" / "fastdds_profile.xml"
-SHARED = REPO.parent / "shared"
-# How skip reasons spell it: tests build the path from their own location, resolved or not.
+# How skip reasons spell it: some tests build the path from their own location, unresolved.
 SHARED_SPELLINGS = (str(SHARED), str(REPO / ".." / "shared"))
 
 os.environ["ROS_DOMAIN_ID"] = str(random.SystemRandom().randint(100, 200))

@@ -1,7 +1,6 @@
 """Detector input handling: layouts, bad values, empty clouds, clear errors."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,18 +10,19 @@ from regnet_pillars_ros.model import Detector
 from regnet_pillars_ros.model.detector import as_model_points, resolve_device, usable_points
 from regnet_pillars_ros.runtime.factory import build_detector
 
-FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "mmdet3d" / "nus-regnetx-400mf-secfpn-s11"
-pytestmark = pytest.mark.skipif(not FIXTURE.is_dir(), reason=f"fixture not found at {FIXTURE}")
+from shared_data import MMDET3D_FIXTURES, require
+
+FIXTURE = MMDET3D_FIXTURES / "nus-regnetx-400mf-secfpn-s11"
 
 
 @pytest.fixture(scope="module")
 def detector() -> Detector:
-    return build_detector("nus-regnetx-400mf-secfpn", FIXTURE / "checkpoint.pth")
+    return build_detector("nus-regnetx-400mf-secfpn", require(FIXTURE) / "checkpoint.pth")
 
 
 @pytest.fixture(scope="module")
 def points() -> np.ndarray:
-    return np.load(FIXTURE / "points.npy")
+    return np.load(require(FIXTURE) / "points.npy")
 
 
 def test_five_and_four_column_inputs_agree(detector, points):

@@ -21,23 +21,18 @@ from regnet_pillars_ros.sim.scene import generate_scene
 from regnet_pillars_ros.sim.sweeps import simulate_sample
 from regnet_pillars_ros.train.data import VAL_SEED_BASE
 
-FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "mmdet3d" / "nus-regnetx-400mf-secfpn-s11"
+from shared_data import MMDET3D_FIXTURES, require
+
+FIXTURE = MMDET3D_FIXTURES / "nus-regnetx-400mf-secfpn-s11"
 PRESET = "nus-regnetx-400mf-secfpn"
 TRAINED = "nus-regnetx-400mf-fpn"  # the preset with a bundled trained model
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run with the device tool)")
 
 
 @pytest.fixture(scope="module")
-def fixture_dir() -> Path:
-    """The mmdet3d fixture (cloud and checkpoint): the tests that use it skip without it, the others run."""
-    if not FIXTURE.is_dir():
-        pytest.skip(f"fixture not found at {FIXTURE}")
-    return FIXTURE
-
-
-@pytest.fixture(scope="module")
-def points(fixture_dir) -> np.ndarray:
-    return np.load(fixture_dir / "points.npy")
+def points() -> np.ndarray:
+    """The fixture's cloud: the tests that use the mmdet3d fixture take it, and skip without it."""
+    return np.load(require(FIXTURE) / "points.npy")
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +41,8 @@ def reference(points):
 
 
 @pytest.fixture(scope="module")
-def onnx_file(tmp_path_factory, fixture_dir) -> Path:
-    detector = build_detector(PRESET, fixture_dir / "checkpoint.pth")
+def onnx_file(tmp_path_factory) -> Path:
+    detector = build_detector(PRESET, require(FIXTURE) / "checkpoint.pth")
     path = tmp_path_factory.mktemp("onnx") / "model.onnx"
     report = export_onnx(detector.net, detector.preset, detector.box_convention, path)
     assert report.max_abs_diff < 1e-3 * report.max_abs_value
