@@ -36,7 +36,7 @@ def message_class(type_name: str) -> type:
     return getattr(importlib.import_module(f"{package}.{kind}"), name)
 
 
-def main(type_name: str, topic: str, reliability: str, timeout: float = 30.0) -> int:
+def main(type_name: str, topic: str, reliability: str, timeout: float = 120.0) -> int:
     import rclpy
     from rclpy.qos import QoSProfile, ReliabilityPolicy
 

@@ -14,7 +14,7 @@ from conftest import PythonProcess
 from ros_peer import describe
 
 PEER = str(Path(__file__).with_name("ros_peer.py"))
-TIMEOUT = 30.0
+TIMEOUT = 120.0  # bound on each wait (peer start, discovery, delivery): generous for a loaded 2-core machine
 
 
 def detections() -> Any:
