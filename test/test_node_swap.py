@@ -83,8 +83,9 @@ def test_parameter_services_answer_within_a_second_while_a_big_model_loads(ctx):
     assert len(answers) >= 5, f"the load ended before the services were asked: {answers}"
     slow = [(what, round(s, 3)) for what, s in answers if s > ANSWER_S]
     assert not slow, f"answers slower than {ANSWER_S} s during the load: {slow} of {answers}"
-    print(f"\n{len(answers)} answers during the {BIG.name} load, slowest "
-          f"{max(s for _, s in answers):.3f} s")
+    times = sorted(s for _, s in answers)
+    print(f"\n{len(answers)} answers during the {BIG.name} load: the swap request "
+          f"{swap_s:.3f} s, median {times[len(times) // 2]:.3f} s, slowest {times[-1]:.3f} s")
     probe.status("ready", statuses)
     assert set(d.results[0].hypothesis.class_id
                for d in probe.detect(scene(), 10 * SEC).detections) == {"car"}

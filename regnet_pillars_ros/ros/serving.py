@@ -190,7 +190,7 @@ class ModelServer:
 
     def _serve(self, detector: Detector, key: ModelKey, live: dict) -> None:
         self._current = Generation(self._current.number + 1, key, detector, live)
-        self._on_commit(self._current)
+        self._notify(self._on_commit, self._current)
 
     def _run(self) -> None:
         while True:
@@ -245,4 +245,12 @@ class ModelServer:
     def _report(self, outcome: Outcome) -> None:
         level = {"failed": logging.ERROR}.get(outcome.state, logging.INFO)
         log.log(level, "model swap %s", outcome)
-        self._on_outcome(outcome)
+        self._notify(self._on_outcome, outcome)
+
+    def _notify(self, callback: Callable[[Any], None], arg: Any) -> None:
+        try:
+            callback(arg)
+        except Exception as exc:  # e.g. publishing as the node shuts down: the loader lives on
+            if not self._closed:
+                log.error("model server callback %s failed: %s: %s",
+                          getattr(callback, "__name__", callback), type(exc).__name__, exc)
