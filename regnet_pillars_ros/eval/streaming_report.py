@@ -50,14 +50,15 @@ def headline(scores) -> tuple[str, float]:
 
 
 def _score_rows(columns: list[object]) -> list[list[str]]:
-    """mAP, NDS and TP errors (nuScenes), then AP per class; one column per scores object."""
+    """mAP, NDS and TP errors (nuScenes), then AP per class; one column per scores object (the
+    first one scored; None: not scored, n/a)."""
     first = columns[0]
-    rows = [["mAP", *(_num(s.mean_ap, 4) for s in columns)]]
+    rows = [["mAP", *(_num(s and s.mean_ap, 4) for s in columns)]]
     if hasattr(first, "nds"):
-        rows.append(["NDS", *(_num(s.nds, 4) for s in columns)])
-        rows += [[name, *(_num(s.tp_errors.get(metric)) for s in columns)]
+        rows.append(["NDS", *(_num(s and s.nds, 4) for s in columns)])
+        rows += [[name, *(_num(s and s.tp_errors.get(metric)) for s in columns)]
                  for metric, name in zip(TP_METRICS, TP_HEADERS)]
-    rows += [[f"AP {name}", *(_num(s.class_ap.get(name)) for s in columns)]
+    rows += [[f"AP {name}", *(_num(s and s.class_ap.get(name)) for s in columns)]
              for name in first.class_ap]
     return rows
 
@@ -68,16 +69,17 @@ def _ages(run: StreamingRun) -> list[str]:
     return [_num(q, 0) for q in quantiles]
 
 
-def streaming_blocks(out: Path, offline_scores, headline_runs: list[StreamingRun],
+def streaming_blocks(out: Path, base_scores, baseline: str, headline_runs: list[StreamingRun],
                      sweep: list[StreamingRun], how: str) -> list[Block]:
-    """Offline next to the streaming runs at the headline frame time, the outputs used, and
-    (with more than one frame time) the sweep's table and plot written to ``out``."""
+    """The report's own scores (``baseline``: offline, or the live node's key frames) next to
+    the ``headline_runs``, the outputs used, and (with more than one simulated frame time) the
+    sweep's table and plot written to ``out``."""
     blocks: list[Block] = [
         ("h", 2, "Streaming: the newest output at each key frame"),
         ("p", how)]
-    if offline_scores is not None and all(r.scores is not None for r in headline_runs):
-        blocks.append(("table", ["", "offline", *(f"streaming, {r.label}" for r in headline_runs)],
-                       _score_rows([offline_scores, *(r.scores for r in headline_runs)])))
+    if base_scores is not None:
+        blocks.append(("table", ["", baseline, *(f"streaming, {r.label}" for r in headline_runs)],
+                       _score_rows([base_scores, *(r.scores for r in headline_runs)])))
     blocks += [
         ("h", 3, "Outputs used"),
         ("table", ["run", "clouds run", "clouds skipped", "key frames before the first output",
@@ -90,7 +92,7 @@ def streaming_blocks(out: Path, offline_scores, headline_runs: list[StreamingRun
         forecasts = sorted({r.forecast for r in scored})
         metric = headline(scored[0].scores)[0]
         by_key = {(r.frame_ms, r.forecast): r for r in scored}
-        latency_png(out / PLOT, scored, offline_scores)
+        latency_png(out / PLOT, scored, base_scores, baseline)
         blocks += [
             ("h", 3, f"{metric} against the detector's frame time"),
             ("table", ["frame time (ms)", *(f"{metric}, forecast {f}" for f in forecasts),
@@ -101,17 +103,17 @@ def streaming_blocks(out: Path, offline_scores, headline_runs: list[StreamingRun
     return blocks
 
 
-def latency_png(path: Path, runs: list[StreamingRun], offline_scores) -> None:
-    """The headline metric against the frame time, one line per forecast; offline dashed."""
+def latency_png(path: Path, runs: list[StreamingRun], base_scores, baseline: str) -> None:
+    """The headline metric against the frame time, one line per forecast; the baseline (the
+    report's own scores) dashed."""
     plt = _pyplot()
     metric = headline(runs[0].scores)[0]
     fig, ax = plt.subplots(figsize=(6.4, 3.8), dpi=100)
     for forecast in sorted({r.forecast for r in runs}):
         line = sorted((r.frame_ms, headline(r.scores)[1]) for r in runs if r.forecast == forecast)
         ax.plot(*zip(*line), marker="o", label=f"streaming, forecast {forecast}")
-    if offline_scores is not None:
-        ax.axhline(headline(offline_scores)[1], color="k", ls="--", lw=1,
-                   label="offline (no latency)")
+    if base_scores is not None:
+        ax.axhline(headline(base_scores)[1], color="k", ls="--", lw=1, label=baseline)
     ax.set(xlabel="detector frame time (ms)", ylabel=metric, ylim=(0, None),
            title=f"streaming {metric} against the frame time")
     ax.grid(alpha=0.3)
@@ -120,8 +122,9 @@ def latency_png(path: Path, runs: list[StreamingRun], offline_scores) -> None:
     plt.close(fig)
 
 
-def summary_record(offline_scores, runs: list[StreamingRun]) -> dict:
-    """streaming.json: every run's frame time, forecast, scores, clouds and ages."""
+def summary_record(baseline: str, base_scores, runs: list[StreamingRun]) -> dict:
+    """streaming.json: the baseline's scores, every run's frame time (null: the live node),
+    forecast, scores, clouds and ages."""
     def scores_record(scores) -> dict | None:
         if scores is None:
             return None
@@ -130,7 +133,7 @@ def summary_record(offline_scores, runs: list[StreamingRun]) -> dict:
             record.update(NDS=scores.nds, tp_errors=scores.tp_errors)
         return record
 
-    return {"offline": scores_record(offline_scores),
+    return {"baseline": baseline, "baseline_scores": scores_record(base_scores),
             "runs": [{"frame_ms": r.frame_ms, "forecast": r.forecast, "processed": r.processed,
                       "skipped": r.skipped, "before_first_output": r.before_first_output,
                       "ages_ms": r.ages_ms, "scores": scores_record(r.scores)} for r in runs]}

@@ -9,6 +9,10 @@ bag's /tf), detector and output selection in this process; --live starts detecto
 the bags into it over DDS with /clock and use_sim_time, and scores what it published (latency and
 dropped frames included).
 
+--streaming scores, at each key frame, the newest output published by then, moved into the key
+frame (`tools.streaming_eval`): the node's scheduling simulated at given frame times, or with
+--live the node's own outputs.
+
 Every key frame (/sample_token) is accounted for: scored, dropped (with the reason; it enters the
 metric with no boxes) or not in the evaluated split. Output folder: frames.json (per key frame:
 status, reason, latency, number of boxes), detections.npz (the boxes in the LiDAR frame), with
@@ -196,7 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     streaming = p.add_argument_group("streaming (--streaming)")
     streaming.add_argument("--streaming", action="store_true", help="also score, at each key "
                            "frame, the newest output published by then, moved into the key "
-                           "frame (needs --dataroot)")
+                           "frame (needs --dataroot): with the node's scheduling simulated at "
+                           "--latency-ms, or with --live the node's own outputs as published "
+                           "(beside the simulated runs at the measured frame time)")
     streaming.add_argument("--latency-ms", default="measured", metavar="MS[,MS...]",
                            help="the detector's frame time the node's scheduling is simulated "
                            "with: 'measured' (default: the median offline frame time here) or "
@@ -216,9 +222,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> list[FrameResult] | None:
     """The key-frame results (None on torchrun ranks other than 0)."""
-    bags, config = scene_bags(args.bag), replay_config(args)
-    if not args.live:
-        return replay_sharded(bags, config, args.workers, progress=not args.no_progress)
+    if args.live:
+        return live_run(args).frames
+    return replay_sharded(scene_bags(args.bag), replay_config(args), args.workers,
+                          progress=not args.no_progress)
+
+
+def live_run(args: argparse.Namespace):
+    """--live: detector_node started and the bags played into it (a `live_eval.LiveRun`)."""
     if args.workers > 1 or world()[1] > 1:
         raise ValueError("--live runs one node: no --workers or torchrun")
     try:
@@ -229,7 +240,8 @@ def run(args: argparse.Namespace) -> list[FrameResult] | None:
     if record.exists():
         shutil.rmtree(record)  # the outputs of an earlier live run into this folder
     args.output.mkdir(parents=True, exist_ok=True)
-    return run_live(bags, config, LiveOptions(args.rate, args.paced, args.timeout), record,
+    return run_live(scene_bags(args.bag), replay_config(args),
+                    LiveOptions(args.rate, args.paced, args.timeout), record,
                     progress=not args.no_progress)
 
 
@@ -306,14 +318,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.streaming and args.dataroot is None:
             raise ValueError("--streaming scores against the devkit tables: give --dataroot")
-        if args.streaming and args.live:
-            raise ValueError("--streaming --live is not available yet")
         if args.streaming:
-            from .streaming_eval import run_simulated
+            from .streaming_eval import run_live_streaming, run_simulated
 
-            frames, section = run_simulated(args)
-            report(frames, args, "offline (in-process replay) and streaming (simulated)",
-                   "detector time per key frame", section)
+            if args.live:
+                frames, section = run_live_streaming(args)
+                report(frames, args, f"live at {args.rate:g}x, streaming (live and simulated)",
+                       "cloud published -> detections received", section)
+            else:
+                frames, section = run_simulated(args)
+                report(frames, args, "offline (in-process replay) and streaming (simulated)",
+                       "detector time per key frame", section)
             return 0
         frames = run(args)
         if frames is not None and args.live:

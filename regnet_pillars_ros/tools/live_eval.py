@@ -5,7 +5,9 @@ Starts detector_node (use_sim_time, the evaluation's output thresholds), publish
 node slower than that drops clouds, as deployed) or ``paced`` (each cloud waits for the node's
 output before the next cloud: nothing dropped), records the node's Detection3DArray and velocity outputs into a new
 bag and turns those of the key frames' stamps into the same per-key-frame results as the
-offline replay. Latency: cloud published -> detections received (wall clock).
+offline replay. Latency: cloud published -> detections received (wall clock). Every output also
+gets its publication time on the bags' clock, input stamp + latency x rate, for the streaming
+evaluation.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from tqdm import tqdm
 
 from ..eval import bag_topics as topics
 from ..eval.replay import FrameResult, KeyFrame, ReplayConfig, scene_name
+from ..eval.streaming import Output
 from ..model import Detections, get_preset
 from ..pipeline.stamps import stamp_ns
 from .demo import OBJECTS_TOPIC, Player, ros_environment, start_node, stop_node
@@ -143,9 +146,31 @@ def record(path: Path, player: LivePlayer) -> None:
                 bag.write(VELOCITIES_TOPIC, stamp, player.velocities[stamp])
 
 
+@dataclass(frozen=True)
+class LiveRun:
+    """A live replay: per key frame its detections or the reason, every output the node
+    published (publication = input stamp + latency x rate, on the bags' clock) and the number of
+    clouds played."""
+
+    frames: list[FrameResult]
+    outputs: list[Output]
+    clouds: int
+
+
+def received(player: LivePlayer, stamp: int, class_names: tuple[str, ...],
+             with_velocity: bool) -> tuple[Detections | None, str]:
+    """The node's detections of the cloud at ``stamp``, or None and why there are none."""
+    if stamp not in player.results:
+        return None, NOT_RECEIVED
+    velocities = player.velocities.get(stamp) if with_velocity else None
+    if with_velocity and velocities is None:
+        return None, "detections received without velocities"
+    return detections_from_msgs(player.results[stamp][0], velocities, class_names), ""
+
+
 def run_live(bags: list[Path], config: ReplayConfig, options: LiveOptions, record_to: Path,
-             progress: bool = True) -> list[FrameResult]:
-    """Play ``bags`` into a fresh detector_node; per key frame its detections or the reason."""
+             progress: bool = True) -> LiveRun:
+    """Play ``bags`` into a fresh detector_node and collect what it published."""
     from rosbags.rosbag2 import Reader
 
     ros_environment()
@@ -173,17 +198,18 @@ def run_live(bags: list[Path], config: ReplayConfig, options: LiveOptions, recor
     finally:
         player.close()
         stop_node(node)
+    def latency_s(stamp: int) -> float:
+        return player.results[stamp][1] - sent[stamp]
+
     frames = []
     for key in keys:
-        received = player.results.get(key.stamp_ns)
-        if received is None:
-            frames.append(FrameResult(key, reason=NOT_RECEIVED))
-            continue
-        msg, arrived = received
-        velocities = player.velocities.get(key.stamp_ns) if with_velocity else None
-        if with_velocity and velocities is None:
-            frames.append(FrameResult(key, reason="detections received without velocities"))
-            continue
-        frames.append(FrameResult(key, detections_from_msgs(msg, velocities, class_names),
-                                  latency_ms=(arrived - sent[key.stamp_ns]) * 1e3))
-    return frames
+        dets, reason = received(player, key.stamp_ns, class_names, with_velocity)
+        frames.append(FrameResult(key, dets, reason,
+                                  None if dets is None else latency_s(key.stamp_ns) * 1e3))
+    outputs = []
+    for stamp, (msg, _) in sorted(player.results.items()):
+        dets, _ = received(player, stamp, class_names, with_velocity)
+        if dets is not None:
+            published = stamp + round(latency_s(stamp) * options.rate * 1e9)
+            outputs.append(Output(stamp, msg.header.frame_id, published, dets))
+    return LiveRun(frames, outputs, len(sent))

@@ -9,6 +9,10 @@ outputs key frames take (`eval.streaming_replay`), and each key frame gets the n
 moved into its LiDAR frame with the bag's /tf, forecast by velocity or not. Deterministic for
 given frame times.
 
+Live (``--live --streaming``): the node's own outputs, each published at its input stamp plus
+its latency x the playback rate on the bag's clock, beside the simulated runs at the measured
+frame time (x the rate), which run first.
+
 Output: the offline report in OUT/ with a streaming section (offline and streaming side by side,
 ages of the outputs used, clouds skipped, the score against the frame time as
 ``streaming_latency.png``), OUT/streaming.json, and per run OUT/streaming/<frame time>-<forecast>/
@@ -118,6 +122,10 @@ def score_run(run: StreamingRun, args: argparse.Namespace, dataset, out: Path) -
 
     out.mkdir(parents=True, exist_ok=True)
     results = [f.result for f in run.frames]
+    if not any(r.detections is not None and len(r.detections) for r in results):
+        # The devkits cannot score a run without a single box.
+        print(f"streaming, {run.label}: not scored, no box reached any key frame")
+        return run
     scorer = lyft_scores if dataset.kind == "lyft" else nuscenes_scores
     with contextlib.redirect_stdout(io.StringIO()):
         acc, scores, _ = scorer(results, args, dataset.db, out)
@@ -132,33 +140,42 @@ def score_run(run: StreamingRun, args: argparse.Namespace, dataset, out: Path) -
     return dataclasses.replace(run, scores=scores)
 
 
-def streaming_section(runs: list[StreamingRun], args: argparse.Namespace, how: str):
-    """The report hook: scores every run, writes streaming.json and returns the blocks."""
-    def section(offline_scores, dataset) -> list:
+def streaming_section(runs: list[StreamingRun], args: argparse.Namespace, how: str,
+                      baseline: str, headline_runs: int):
+    """The report hook: scores every run, writes streaming.json and returns the blocks (the
+    first ``headline_runs`` runs beside the report's own scores, named ``baseline``)."""
+    def section(base_scores, dataset) -> list:
         scored = [score_run(r, args, dataset, args.output / "streaming" / run_folder(r))
                   for r in runs]
         (args.output / "streaming.json").write_text(
-            json.dumps(summary_record(offline_scores, scored), indent=1))
-        first = scored[0].frame_ms
-        return streaming_blocks(args.output, offline_scores,
-                                [r for r in scored if r.frame_ms == first], scored, how)
+            json.dumps(summary_record(baseline, base_scores, scored), indent=1))
+        return streaming_blocks(args.output, base_scores, baseline, scored[:headline_runs],
+                                scored, how)
 
     return section
 
 
-def run_simulated(args: argparse.Namespace):
-    """The offline replay's key-frame results and the simulated runs' report hook. One process
-    and one detector for both (the offline frame times give 'measured')."""
+HOW = ("Each key frame takes the newest output published by its stamp, moved into its LiDAR "
+       "frame with the ego motion from the bag's /tf; forecast velocity advances each box by "
+       "(vx, vy) x the output's age (key stamp - input stamp). Key frames before the first "
+       "output count as empty.")
+
+
+def simulate(args: argparse.Namespace, requested: list[float | str], rate: float = 1.0):
+    """The offline replay and the simulated runs at the ``requested`` frame times, in one
+    process with one detector (the offline frame times give 'measured', scaled by the playback
+    ``rate`` of a live run to compare with: its frame times on the bag's clock): (offline
+    key-frame results, runs, the scenes' timelines, what the runs are)."""
     from .evaluate import replay_config
 
     if args.workers > 1 or world()[1] > 1:
         raise ValueError("--streaming replays in one process: no --workers or torchrun")
-    requested = parse_frame_times(args.latency_ms)
     bags, config = scene_bags(args.bag), replay_config(args)
     names = forecasts(args)
     detector = config.detector()
+    detector.warmup()  # as the node warms its model: 'measured' counts no start-up cost
     offline = merge([replay_scenes(bags, config, not args.no_progress, detector)])
-    measured = median_frame_ms(offline) if MEASURED in requested else None
+    measured = round(median_frame_ms(offline) * rate, 1) if MEASURED in requested else None
     frame_times = list(dict.fromkeys(measured if v == MEASURED else v for v in requested))
     timelines = [read_timeline(bag, config.sweeps) for bag in bags]
     runs = simulated_runs(timelines, detector, config, offline, frame_times, names)
@@ -166,10 +183,49 @@ def run_simulated(args: argparse.Namespace):
            "arriving while a frame runs waits in a one-cloud slot, replaced by newer ones) at "
            f"the frame time {frame_times[0]:g} ms"
            + (f" (measured: the detector's median frame time over the {len(offline)} offline "
-              f"key frames here)" if frame_times[0] == measured else "")
+              "key frames here" + (f", x {rate:g} as played" if rate != 1 else "") + ")"
+              if frame_times[0] == measured else "")
            + "; an output is published at its input stamp plus its wait and frame time (bag "
-           "clock). Each key frame takes the newest output published by its stamp, moved into "
-           "its LiDAR frame with the ego motion from the bag's /tf; forecast velocity advances "
-           "each box by (vx, vy) x the output's age (key stamp - input stamp). Key frames "
-           "before the first output count as empty.")
-    return offline, streaming_section(runs, args, how)
+           "clock).")
+    return offline, runs, timelines, how
+
+
+def run_simulated(args: argparse.Namespace):
+    """``--streaming``: the offline key-frame results and the report hook of the simulated runs
+    (the first frame time beside offline)."""
+    offline, runs, _, how = simulate(args, parse_frame_times(args.latency_ms))
+    headline = sum(r.frame_ms == runs[0].frame_ms for r in runs)
+    return offline, streaming_section(runs, args, f"{how} {HOW}", "offline", headline)
+
+
+def live_runs(timelines: list[SceneTimeline], live, forecast_names: tuple[str, ...]
+              ) -> list[StreamingRun]:
+    """The streaming runs of a live replay (a `live_eval.LiveRun`): its outputs as published."""
+    runs = []
+    for forecast in forecast_names:
+        frames = []
+        for timeline in timelines:
+            stamps = set(timeline.stamps_ns)
+            frames += stream_scene(timeline, [o for o in live.outputs if o.stamp_ns in stamps],
+                                   forecast)
+        runs.append(StreamingRun(None, forecast, frames, len(live.outputs),
+                                 live.clouds - len(live.outputs)))
+    return runs
+
+
+def run_live_streaming(args: argparse.Namespace):
+    """``--live --streaming``: the live node's key-frame results and the report hook of its
+    streaming runs, beside the simulated runs at the measured frame time (run first, offline)."""
+    from .evaluate import live_run
+
+    if args.paced:
+        raise ValueError("--streaming --live plays at --rate: no --paced (nothing would be "
+                         "skipped)")
+    _, simulated, timelines, how = simulate(args, [MEASURED], args.rate)
+    live = live_run(args)
+    runs = live_runs(timelines, live, forecasts(args)) + simulated
+    how = (f"Live: detector_node over DDS at {args.rate:g}x; an output is published at its "
+           "input stamp plus its latency (cloud published -> detections received) x the rate, "
+           f"on the bag's clock. {how} {HOW}")
+    return live.frames, streaming_section(runs, args, how, "live, each key frame's own output",
+                                          len(runs))
