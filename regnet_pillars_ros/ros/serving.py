@@ -96,13 +96,11 @@ class Generation:
 
 @dataclass(frozen=True)
 class Outcome:
-    """A swap's state ('loading', 'ready', 'failed') and what to say about it; ``dropped``:
-    class_score_thresholds entries that the serving model has no class for, now removed."""
+    """A swap's state ('loading', 'ready', 'failed') and what to say about it."""
 
     state: str
     key: ModelKey
     detail: str
-    dropped: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         return f"{self.state}: {self.key}: {self.detail}"
@@ -227,7 +225,7 @@ class ModelServer:
         if dropped:
             detail += (f"; class_score_thresholds {', '.join(dropped)} dropped: not a class of "
                        f"{key.preset}")
-        self._report(Outcome("ready", key, detail, tuple(dropped)))
+        self._report(Outcome("ready", key, detail))
 
     def _fail(self, key: ModelKey, error: str) -> None:
         serving = self._current
@@ -240,7 +238,7 @@ class ModelServer:
         detail = f"{error}; still serving {serving.key}, the request falls back to it"
         if dropped:
             detail += f"; class_score_thresholds {', '.join(dropped)} dropped"
-        self._report(Outcome("failed", key, detail, tuple(dropped)))
+        self._report(Outcome("failed", key, detail))
 
     def _report(self, outcome: Outcome) -> None:
         level = {"failed": logging.ERROR}.get(outcome.state, logging.INFO)
