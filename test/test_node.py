@@ -52,6 +52,9 @@ def ctx(tmp_path_factory):
                                  tf_wait_s=3.0),  # 2 shared cores: /tf may lag the cloud
                        tmp / "node.log")
     with probe_of(node) as probe:
+        # Poses sent before discovery matched /tf would be lost, and the sweeps stacked on the
+        # first clouds would miss them (ego_motion_missing).
+        probe.wait(probe.tf_pub.get_subscription_count, "the node's /tf subscription")
         yield {"probe": probe, "node": node, "ckpt": ckpt}
 
 
