@@ -80,14 +80,16 @@ def _html(blocks: list[Block], title: str) -> str:
             + "\n</body></html>\n")
 
 
-def _num(value: float | None, digits: int = 3) -> str:
+def fmt_num(value: float | None, digits: int = 3) -> str:
+    """A table cell: ``value`` to ``digits`` decimals, 'n/a' for None, NaN or infinity."""
     return "n/a" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
 
 
 # -- figures -------------------------------------------------------------------------------
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot with the file-only Agg backend."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -96,7 +98,7 @@ def _pyplot():
 
 
 def latency_png(path: Path, latencies_ms: list[float], what: str) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.5), dpi=100)
     ax.hist(latencies_ms, bins=min(40, max(5, len(latencies_ms) // 2)), color="tab:blue")
     for q, style in ((50, "-"), (90, "--"), (99, ":")):
@@ -109,7 +111,7 @@ def latency_png(path: Path, latencies_ms: list[float], what: str) -> None:
 
 def pr_curves_png(path: Path, details: dict, class_names: list[str]) -> None:
     """One panel per class: precision over recall at each distance threshold."""
-    plt = _pyplot()
+    plt = pyplot()
     cols = 5
     rows = -(-len(class_names) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 2.8 * rows), dpi=90, squeeze=False)
@@ -130,7 +132,7 @@ def pr_curves_png(path: Path, details: dict, class_names: list[str]) -> None:
 def bev_png(path: Path, bev: BevFrame, title: str) -> None:
     """Points (height-coloured), ground truth (green) and the detections scoring at least
     `BEV_MIN_SCORE` (red, score-shaded)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 7), dpi=100)
     pts = bev.points
     ax.scatter(pts[:, 0], pts[:, 1], s=0.3, c=pts[:, 2], cmap="viridis", vmin=-3, vmax=3,
@@ -174,13 +176,13 @@ def nuscenes_blocks(out: Path, scores, class_names: list[str]) -> list[Block]:
     blocks: list[Block] = [
         ("h", 2, "Scores (nuScenes detection, detection_cvpr_2019)"),
         ("table", ["mAP", "NDS", *TP_HEADERS],
-         [[_num(scores.mean_ap, 4), _num(scores.nds, 4),
-           *(_num(scores.tp_errors.get(m)) for m in TP_METRICS)]]),
+         [[fmt_num(scores.mean_ap, 4), fmt_num(scores.nds, 4),
+           *(fmt_num(scores.tp_errors.get(m)) for m in TP_METRICS)]]),
         ("h", 3, "Per class"),
         ("table", ["class", "AP", *(f"AP@{d} m" for d in DIST_THRESHOLDS), *TP_HEADERS],
-         [[name, _num(scores.class_ap.get(name)),
-           *(_num(scores.class_ap_at.get(name, {}).get(float(d))) for d in DIST_THRESHOLDS),
-           *(_num(scores.class_tp_errors.get(name, {}).get(m)) for m in TP_METRICS)]
+         [[name, fmt_num(scores.class_ap.get(name)),
+           *(fmt_num(scores.class_ap_at.get(name, {}).get(float(d))) for d in DIST_THRESHOLDS),
+           *(fmt_num(scores.class_tp_errors.get(name, {}).get(m)) for m in TP_METRICS)]
           for name in class_names])]
     details = out / "metrics_details.json"
     if details.is_file():
@@ -196,10 +198,10 @@ def lyft_blocks(scores) -> list[Block]:
     blocks: list[Block] = [
         ("h", 2, "Scores (Lyft: mAP over 3D IoU 0.5:0.05:0.95, lyft-dataset-sdk)"),
         ("table", ["mAP", *(f"@{t:g}" for t in thresholds)],
-         [[_num(scores.mean_ap, 4), *(_num(scores.map_at[t]) for t in thresholds)]]),
+         [[fmt_num(scores.mean_ap, 4), *(fmt_num(scores.map_at[t]) for t in thresholds)]]),
         ("h", 3, "Per class (the ground truth's classes)"),
         ("table", ["class", "AP", *(f"@{t:g}" for t in thresholds)],
-         [[name, _num(ap), *(_num(scores.class_ap_at[name][t]) for t in thresholds)]
+         [[name, fmt_num(ap), *(fmt_num(scores.class_ap_at[name][t]) for t in thresholds)]
           for name, ap in scores.class_ap.items()])]
     if scores.unscored_classes:
         blocks.append(("p", "Predicted classes without ground truth (not scored): "

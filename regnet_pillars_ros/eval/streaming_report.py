@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .report import TP_HEADERS, TP_METRICS, Block, _num, _pyplot
+from .report import TP_HEADERS, TP_METRICS, Block, fmt_num, pyplot
 from .streaming import NO_OUTPUT_YET, StreamedFrame
 
 PLOT = "streaming_latency.png"
@@ -53,12 +53,12 @@ def _score_rows(columns: list[object]) -> list[list[str]]:
     """mAP, NDS and TP errors (nuScenes), then AP per class; one column per scores object (the
     first one scored; None: not scored, n/a)."""
     first = columns[0]
-    rows = [["mAP", *(_num(s and s.mean_ap, 4) for s in columns)]]
+    rows = [["mAP", *(fmt_num(s and s.mean_ap, 4) for s in columns)]]
     if hasattr(first, "nds"):
-        rows.append(["NDS", *(_num(s and s.nds, 4) for s in columns)])
-        rows += [[name, *(_num(s and s.tp_errors.get(metric)) for s in columns)]
+        rows.append(["NDS", *(fmt_num(s and s.nds, 4) for s in columns)])
+        rows += [[name, *(fmt_num(s and s.tp_errors.get(metric)) for s in columns)]
                  for metric, name in zip(TP_METRICS, TP_HEADERS)]
-    rows += [[f"AP {name}", *(_num(s and s.class_ap.get(name)) for s in columns)]
+    rows += [[f"AP {name}", *(fmt_num(s and s.class_ap.get(name)) for s in columns)]
              for name in first.class_ap]
     return rows
 
@@ -66,7 +66,7 @@ def _score_rows(columns: list[object]) -> list[list[str]]:
 def _ages(run: StreamingRun) -> list[str]:
     ages = run.ages_ms
     quantiles = np.percentile(ages, [0, 50, 90, 100]) if ages else [np.nan] * 4
-    return [_num(q, 0) for q in quantiles]
+    return [fmt_num(q, 0) for q in quantiles]
 
 
 def streaming_blocks(out: Path, base_scores, baseline: str, headline_runs: list[StreamingRun],
@@ -86,27 +86,36 @@ def streaming_blocks(out: Path, base_scores, baseline: str, headline_runs: list[
                    "age min (ms)", "age p50 (ms)", "age p90 (ms)", "age max (ms)"],
          [[r.label, r.processed, r.skipped, r.before_first_output, *_ages(r)]
           for r in headline_runs])]
-    scored = [r for r in sweep if r.scores is not None and r.frame_ms is not None]
-    frame_times = sorted({r.frame_ms for r in scored})
-    if len(frame_times) > 1:
-        forecasts = sorted({r.forecast for r in scored})
+    simulated = [r for r in sweep if r.frame_ms is not None]
+    frame_times = sorted({r.frame_ms for r in simulated})
+    scored = [r for r in simulated if r.scores is not None]
+    if len(frame_times) > 1 and scored:
+        forecasts = sorted({r.forecast for r in simulated})
         metric = headline(scored[0].scores)[0]
-        by_key = {(r.frame_ms, r.forecast): r for r in scored}
-        latency_png(out / PLOT, scored, base_scores, baseline)
+        by_key = {(r.frame_ms, r.forecast): r for r in simulated}
+
+        def value(run: StreamingRun) -> str:
+            return fmt_num(run.scores and headline(run.scores)[1], 4)
+
+        first = [by_key[ms, forecasts[0]] for ms in frame_times]
+        latency_png(out / PLOT, scored, base_scores, baseline,
+                    sorted({r.frame_ms for r in simulated} - {r.frame_ms for r in scored}))
         blocks += [
             ("h", 3, f"{metric} against the detector's frame time"),
             ("table", ["frame time (ms)", *(f"{metric}, forecast {f}" for f in forecasts),
-                       *(f"clouds skipped, forecast {f}" for f in forecasts[:1])],
-             [[f"{ms:g}", *(_num(headline(by_key[ms, f].scores)[1], 4) for f in forecasts),
-               by_key[ms, forecasts[0]].skipped] for ms in frame_times]),
+                       "clouds skipped", "key frames before the first output", "age p50 (ms)"],
+             [[f"{run.frame_ms:g}", *(value(by_key[run.frame_ms, f]) for f in forecasts),
+               run.skipped, run.before_first_output, _ages(run)[1]] for run in first]),
             ("img", PLOT, f"{metric} against the frame time")]
     return blocks
 
 
-def latency_png(path: Path, runs: list[StreamingRun], base_scores, baseline: str) -> None:
-    """The headline metric against the frame time, one line per forecast; the baseline (the
-    report's own scores) dashed."""
-    plt = _pyplot()
+def latency_png(path: Path, runs: list[StreamingRun], base_scores, baseline: str,
+                unscored_ms: list[float] = ()) -> None:
+    """The headline metric against the frame time (symmetric log axis), one line per
+    forecast; the baseline (the report's own scores) dashed; frame times at which no output
+    reached any key frame dotted."""
+    plt = pyplot()
     metric = headline(runs[0].scores)[0]
     fig, ax = plt.subplots(figsize=(6.4, 3.8), dpi=100)
     for forecast in sorted({r.forecast for r in runs}):
@@ -114,10 +123,19 @@ def latency_png(path: Path, runs: list[StreamingRun], base_scores, baseline: str
         ax.plot(*zip(*line), marker="o", label=f"streaming, forecast {forecast}")
     if base_scores is not None:
         ax.axhline(headline(base_scores)[1], color="k", ls="--", lw=1, label=baseline)
+    for ms in unscored_ms:
+        ax.axvline(ms, color="tab:red", ls=":", lw=1)
+        ax.annotate(f"{ms:g} ms: no output\nby any key frame", (ms, 0.02), fontsize=7,
+                    ha="right", color="tab:red")
+    ax.set_xscale("symlog", linthresh=50)
+    right = max([r.frame_ms for r in runs] + list(unscored_ms))
+    ax.set_xticks([t for t in (0, 25, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000)
+                   if t <= right * 1.1])
+    ax.xaxis.set_major_formatter(lambda value, _: f"{value:g}")
     ax.set(xlabel="detector frame time (ms)", ylabel=metric, ylim=(0, None),
            title=f"streaming {metric} against the frame time")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="lower left")
     fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
 
