@@ -70,10 +70,11 @@ def _ages(run: StreamingRun) -> list[str]:
 
 
 def streaming_blocks(out: Path, base_scores, baseline: str, headline_runs: list[StreamingRun],
-                     sweep: list[StreamingRun], how: str) -> list[Block]:
+                     sweep: list[StreamingRun], how: str,
+                     marks: dict[float, str] | None = None) -> list[Block]:
     """The report's own scores (``baseline``: offline, or the live node's key frames) next to
     the ``headline_runs``, the outputs used, and (with more than one simulated frame time) the
-    sweep's table and plot written to ``out``."""
+    sweep's table and plot written to ``out`` (``marks``: frame times named in the plot)."""
     blocks: list[Block] = [
         ("h", 2, "Streaming: the newest output at each key frame"),
         ("p", how)]
@@ -99,7 +100,7 @@ def streaming_blocks(out: Path, base_scores, baseline: str, headline_runs: list[
 
         first = [by_key[ms, forecasts[0]] for ms in frame_times]
         latency_png(out / PLOT, scored, base_scores, baseline,
-                    sorted({r.frame_ms for r in simulated} - {r.frame_ms for r in scored}))
+                    sorted({r.frame_ms for r in simulated} - {r.frame_ms for r in scored}), marks)
         blocks += [
             ("h", 3, f"{metric} against the detector's frame time"),
             ("table", ["frame time (ms)", *(f"{metric}, forecast {f}" for f in forecasts),
@@ -111,10 +112,10 @@ def streaming_blocks(out: Path, base_scores, baseline: str, headline_runs: list[
 
 
 def latency_png(path: Path, runs: list[StreamingRun], base_scores, baseline: str,
-                unscored_ms: list[float] = ()) -> None:
+                unscored_ms: list[float] = (), marks: dict[float, str] | None = None) -> None:
     """The headline metric against the frame time (symmetric log axis), one line per
     forecast; the baseline (the report's own scores) dashed; frame times at which no output
-    reached any key frame dotted."""
+    reached any key frame, and the ``marks`` (frame time -> what it is), as vertical lines."""
     plt = pyplot()
     metric = headline(runs[0].scores)[0]
     fig, ax = plt.subplots(figsize=(6.4, 3.8), dpi=100)
@@ -124,13 +125,14 @@ def latency_png(path: Path, runs: list[StreamingRun], base_scores, baseline: str
     if base_scores is not None:
         ax.axhline(headline(base_scores)[1], color="k", ls="--", lw=1, label=baseline)
     for ms in unscored_ms:
-        ax.axvline(ms, color="tab:red", ls=":", lw=1)
-        ax.annotate(f"{ms:g} ms: no output\nby any key frame", (ms, 0.02), fontsize=7,
-                    ha="right", color="tab:red")
+        ax.axvline(ms, color="tab:red", ls=":", lw=1, label=f"{ms:g} ms: no output by any key "
+                   "frame")
+    for ms, what in (marks or {}).items():
+        ax.axvline(ms, color="tab:gray", ls=":", lw=1.5, label=f"{what}: {ms:g} ms")
     ax.set_xscale("symlog", linthresh=50)
-    right = max([r.frame_ms for r in runs] + list(unscored_ms))
-    ax.set_xticks([t for t in (0, 25, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000)
-                   if t <= right * 1.1])
+    right = max([r.frame_ms for r in runs] + list(unscored_ms) + list(marks or ()))
+    ax.set_xlim(-5, right * 1.2)
+    ax.set_xticks([t for t in (0, 25, 50, *(100 * 2 ** k for k in range(10))) if t <= right])
     ax.xaxis.set_major_formatter(lambda value, _: f"{value:g}")
     ax.set(xlabel="detector frame time (ms)", ylabel=metric, ylim=(0, None),
            title=f"streaming {metric} against the frame time")

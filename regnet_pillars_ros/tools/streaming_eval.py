@@ -141,16 +141,18 @@ def score_run(run: StreamingRun, args: argparse.Namespace, dataset, out: Path) -
 
 
 def streaming_section(runs: list[StreamingRun], args: argparse.Namespace, how: str,
-                      baseline: str, headline_runs: int):
+                      baseline: str, headline_runs: int, measured_ms: float | None):
     """The report hook: scores every run, writes streaming.json and returns the blocks (the
-    first ``headline_runs`` runs beside the report's own scores, named ``baseline``)."""
+    first ``headline_runs`` runs beside the report's own scores, named ``baseline``; the
+    measured frame time marked in the plot)."""
     def section(base_scores, dataset) -> list:
         scored = [score_run(r, args, dataset, args.output / "streaming" / run_folder(r))
                   for r in runs]
         (args.output / "streaming.json").write_text(
             json.dumps(summary_record(baseline, base_scores, scored), indent=1))
+        marks = {} if measured_ms is None else {measured_ms: "measured here"}
         return streaming_blocks(args.output, base_scores, baseline, scored[:headline_runs],
-                                scored, how)
+                                scored, how, marks)
 
     return section
 
@@ -165,7 +167,8 @@ def simulate(args: argparse.Namespace, requested: list[float | str], rate: float
     """The offline replay and the simulated runs at the ``requested`` frame times, in one
     process with one detector (the offline frame times give 'measured', scaled by the playback
     ``rate`` of a live run to compare with: its frame times on the bag's clock): (offline
-    key-frame results, runs, the scenes' timelines, what the runs are)."""
+    key-frame results, runs, the scenes' timelines, the measured frame time or None, what the
+    runs are)."""
     from .evaluate import replay_config
 
     if args.workers > 1 or world()[1] > 1:
@@ -187,15 +190,15 @@ def simulate(args: argparse.Namespace, requested: list[float | str], rate: float
               if frame_times[0] == measured else "")
            + "; an output is published at its input stamp plus its wait and frame time (bag "
            "clock).")
-    return offline, runs, timelines, how
+    return offline, runs, timelines, measured, how
 
 
 def run_simulated(args: argparse.Namespace):
     """``--streaming``: the offline key-frame results and the report hook of the simulated runs
     (the first frame time beside offline)."""
-    offline, runs, _, how = simulate(args, parse_frame_times(args.latency_ms))
+    offline, runs, _, measured, how = simulate(args, parse_frame_times(args.latency_ms))
     headline = sum(r.frame_ms == runs[0].frame_ms for r in runs)
-    return offline, streaming_section(runs, args, f"{how} {HOW}", "offline", headline)
+    return offline, streaming_section(runs, args, f"{how} {HOW}", "offline", headline, measured)
 
 
 def live_runs(timelines: list[SceneTimeline], live, forecast_names: tuple[str, ...]
@@ -221,11 +224,11 @@ def run_live_streaming(args: argparse.Namespace):
     if args.paced:
         raise ValueError("--streaming --live plays at --rate: no --paced (nothing would be "
                          "skipped)")
-    _, simulated, timelines, how = simulate(args, [MEASURED], args.rate)
+    _, simulated, timelines, measured, how = simulate(args, [MEASURED], args.rate)
     live = live_run(args)
     runs = live_runs(timelines, live, forecasts(args)) + simulated
     how = (f"Live: detector_node over DDS at {args.rate:g}x; an output is published at its "
            "input stamp plus its latency (cloud published -> detections received) x the rate, "
            f"on the bag's clock. {how} {HOW}")
     return live.frames, streaming_section(runs, args, how, "live, each key frame's own output",
-                                          len(runs))
+                                          len(runs), measured)
