@@ -40,7 +40,8 @@ os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(FASTDDS_PROFILE)
 
 
 class PythonProcess:
-    """A child `python ARGS...` of this venv; its stdout lines arrive on a queue, stderr in a file."""
+    """A child `python ARGS...` of this venv; its stdout lines arrive on a queue, stderr in a
+    file."""
 
     def __init__(self, *args: str, cwd: Path = REPO) -> None:
         self._stderr = tempfile.TemporaryFile(mode="w+")
@@ -142,7 +143,8 @@ def pytest_terminal_summary(terminalreporter) -> None:
     files = Counter(nodeid.split("::")[0].removeprefix("test/") for nodeid in _lacking_shared)
     verdict = "failed (REQUIRE_SHARED=1)" if os.environ.get("REQUIRE_SHARED") == "1" else "skipped"
     terminalreporter.write_line(
-        f"{len(_lacking_shared)} tests {verdict} for lack of {SHARED} (mmdet3d fixtures, spec, real data): "
+        f"{len(_lacking_shared)} tests {verdict} for lack of {SHARED} "
+        "(mmdet3d fixtures, spec, real data): "
         + ", ".join(f"{name} {n}" for name, n in files.items()),
         yellow=True, bold=True)
 

@@ -8,7 +8,8 @@ from regnet_pillars_ros.eval import bag_from_dataset
 from regnet_pillars_ros.eval import synthetic_nuscenes as synthetic
 from regnet_pillars_ros.sim.lidar import LidarConfig
 
-SPARSE = LidarConfig(azimuth_steps=360)  # a third of the default firings: fast to simulate and detect
+# A third of the default firings: fast to simulate and detect.
+SPARSE = LidarConfig(azimuth_steps=360)
 # The synthetic dataset's nuScenes categories -> Lyft classes (the Lyft layout names its
 # categories by class).
 LYFT_NAMES = {"vehicle.car": "car", "vehicle.truck": "truck", "vehicle.bus.rigid": "bus",
@@ -34,7 +35,8 @@ def write_bags(dataset: synthetic.SyntheticDataset, bags: Path, *flags: str) -> 
 
 def dataset_with_bags(root: Path, seed: int, num_scenes: int, num_key_frames: int
                       ) -> tuple[synthetic.SyntheticDataset, Path]:
-    """A sparse synthetic nuScenes-layout dataset under ``root/data`` and its bags in ``root/bags``."""
+    """A sparse synthetic nuScenes-layout dataset under ``root/data`` and its bags in
+    ``root/bags``."""
     dataset = synthetic.write_dataset(root / "data", seed=seed, num_scenes=num_scenes,
                                       num_key_frames=num_key_frames, lidar=SPARSE)
     return dataset, write_bags(dataset, root / "bags")

@@ -26,7 +26,8 @@ def gamma(n: int) -> float:
     return nu / (1 - nu)
 
 
-def assert_within(got: torch.Tensor, exact: torch.Tensor, bound: torch.Tensor | float, what: str = "") -> None:
+def assert_within(got: torch.Tensor, exact: torch.Tensor, bound: torch.Tensor | float,
+                  what: str = "") -> None:
     """|got - exact| <= bound element by element (compared in float64); names the worst element."""
     assert got.shape == exact.shape, f"{what}: shape {tuple(got.shape)} != {tuple(exact.shape)}"
     got, exact = got.detach().double(), exact.detach().double()
@@ -34,12 +35,14 @@ def assert_within(got: torch.Tensor, exact: torch.Tensor, bound: torch.Tensor | 
     excess = error - torch.as_tensor(bound, dtype=torch.float64)
     if excess.numel() and float(excess.max()) > 0:
         worst = tuple(int(i) for i in torch.unravel_index(excess.argmax(), excess.shape))
-        raise AssertionError(f"{what}: error {float(error[worst]):.3g} at {worst} exceeds the rounding bound "
-                             f"{float(error[worst] - excess[worst]):.3g} ({int((excess > 0).sum())} elements over)")
+        raise AssertionError(f"{what}: error {float(error[worst]):.3g} at {worst} exceeds the "
+                             f"rounding bound {float(error[worst] - excess[worst]):.3g} "
+                             f"({int((excess > 0).sum())} elements over)")
 
 
 def assert_close_float64(got: torch.Tensor, expected: torch.Tensor, what: str = "") -> None:
     """Two float64 results of the same algebra agree within FLOAT64_RTOL of the larger's maximum."""
     assert got.dtype == expected.dtype == torch.float64, f"{what}: compare float64 results"
-    scale = max(float(expected.detach().abs().max()), float(got.detach().abs().max())) if expected.numel() else 0.0
+    scale = (max(float(expected.detach().abs().max()), float(got.detach().abs().max()))
+             if expected.numel() else 0.0)
     assert_within(got, expected, FLOAT64_RTOL * scale, what)

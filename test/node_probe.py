@@ -136,7 +136,8 @@ def transform(parent: str, child: str, stamp_ns: int, x: float = 0.0,
 class Probe:
     """Publishes to and collects from detector_node; every wait is bounded by WAIT_S."""
 
-    def __init__(self, context, watch: Callable[[], None] = lambda: None, markers: bool = True) -> None:
+    def __init__(self, context, watch: Callable[[], None] = lambda: None,
+                 markers: bool = True) -> None:
         self.watch = watch  # raises when the node under test has died
         self.node = rclpy.create_node("detector_probe", context=context)
         n = self.node
@@ -154,7 +155,8 @@ class Probe:
         reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
         for kind, topic, store, qos in (
                 (Detection3DArray, f"{NODE}/output/objects", self.objects, reliable),
-                (MarkerArray, f"{NODE}/output/markers", self.markers if markers else None, reliable),
+                (MarkerArray, f"{NODE}/output/markers", self.markers if markers else None,
+                 reliable),
                 (LabelInfo, f"{NODE}/output/label_info", self.labels, LATCHED),
                 (PointCloud2, f"{NODE}/output/velocities", self.velocities, reliable),
                 (DiagnosticArray, "/diagnostics", self.diagnostics, reliable)):

@@ -30,6 +30,7 @@ def fixed_scene(boxes, velocities=None, names=None, ego: EgoTrajectory = EgoTraj
     names = names or ["car"] * len(boxes)
     class_names = tuple(dict.fromkeys(names))
     labels = np.array([class_names.index(n) for n in names], np.int64)
-    clutter = np.zeros((0, 7)) if clutter is None else np.asarray(clutter, np.float64).reshape(-1, 7)
+    clutter = (np.zeros((0, 7)) if clutter is None
+               else np.asarray(clutter, np.float64).reshape(-1, 7))
     return Scene(boxes, velocities.reshape(-1, 2), labels, class_names, ego, 0.0, clutter,
                  ("wall",) * len(clutter))

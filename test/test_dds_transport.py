@@ -14,7 +14,8 @@ from conftest import PythonProcess
 from ros_peer import describe
 
 PEER = str(Path(__file__).with_name("ros_peer.py"))
-TIMEOUT = 120.0  # bound on each wait (peer start, discovery, delivery): generous for a loaded 2-core machine
+# Bound on each wait (peer start, discovery, delivery): generous for a loaded 2-core machine.
+TIMEOUT = 120.0
 
 
 def detections() -> Any:
@@ -29,7 +30,8 @@ def detections() -> Any:
         yaw = 0.3 * i - 0.7
         det.bbox.center.position.x, det.bbox.center.position.y = 10.25 + i, -3.5 * i
         det.bbox.center.position.z = -0.8 + 0.1 * i
-        det.bbox.center.orientation.z, det.bbox.center.orientation.w = math.sin(yaw / 2), math.cos(yaw / 2)
+        det.bbox.center.orientation.z, det.bbox.center.orientation.w = (math.sin(yaw / 2),
+                                                                        math.cos(yaw / 2))
         det.bbox.size.x, det.bbox.size.y, det.bbox.size.z = 4.6 - i, 1.9, 1.7 + 0.01 * i
         for rank, class_id in enumerate(("car", "truck")):
             hyp = ObjectHypothesisWithPose()

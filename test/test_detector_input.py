@@ -34,7 +34,8 @@ def test_five_and_four_column_inputs_agree(detector, points):
 
 def test_nan_and_inf_rows_are_dropped_and_counted(detector, points):
     clean = detector(points)
-    dirty_points = np.concatenate([points, np.array([[np.nan, 0, 0, 0, 0], [0, np.inf, 0, 0, 0], [1, 2, 3, 4, -np.inf]], np.float32)])
+    dirty_points = np.concatenate([points, np.array([[np.nan, 0, 0, 0, 0], [0, np.inf, 0, 0, 0],
+                                                     [1, 2, 3, 4, -np.inf]], np.float32)])
     dirty = detector(dirty_points)
     assert dirty.stats["points_nonfinite"] == 3 and dirty.stats["points_in"] == len(points) + 3
     np.testing.assert_array_equal(clean.boxes, dirty.boxes)
@@ -45,7 +46,9 @@ def test_float64_input_equals_float32(detector, points):
     np.testing.assert_array_equal(detector(points.astype(np.float64)).boxes, detector(points).boxes)
 
 
-@pytest.mark.parametrize("cloud", [np.zeros((0, 4), np.float32), np.full((10, 4), np.nan, np.float32), np.full((7, 5), 500.0, np.float32)])
+@pytest.mark.parametrize("cloud", [np.zeros((0, 4), np.float32),
+                                   np.full((10, 4), np.nan, np.float32),
+                                   np.full((7, 5), 500.0, np.float32)])
 def test_empty_or_out_of_range_cloud_gives_no_boxes(detector, cloud):
     out = detector(cloud)
     assert len(out) == 0 and out.boxes.shape == (0, 9) and out.labels.dtype == np.int64
@@ -68,7 +71,8 @@ def test_wrong_shape_or_dtype_raises_value_error(bad, message):
 
 def test_usable_points_are_finite_rows_strictly_inside_the_range_in_order():
     inf, nan = float("inf"), float("nan")
-    pts = torch.tensor([[-50.0, 0, 0, 0], [-49.99, 0, 0, 0], [0, 50.0, 0, 0], [0, 0, 3.0, 0], [0, 0, -4.99, 0],
+    pts = torch.tensor([[-50.0, 0, 0, 0], [-49.99, 0, 0, 0], [0, 50.0, 0, 0], [0, 0, 3.0, 0],
+                        [0, 0, -4.99, 0],
                         [nan, 0, 0, 0], [1, 1, 1, inf], [2, 2, 2, 0.5]])
     kept, nonfinite = usable_points(pts, (-50, -50, -5, 50, 50, 3))
     torch.testing.assert_close(kept, pts[[1, 4, 7]])

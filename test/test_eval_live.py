@@ -14,13 +14,15 @@ from regnet_pillars_ros.tools import evaluate as cli
 from regnet_pillars_ros.tools.live_eval import NOT_RECEIVED, OBJECTS_TOPIC
 
 PRESET = "nus-secfpn"  # about 0.5 s a cloud here, the fastest preset on this sparse cloud
-LIVE_TIMEOUT_S = "600"  # bound on each wait (node start, an output): generous for a loaded 2-core machine
+# Bound on each wait (node start, an output): generous for a loaded 2-core machine.
+LIVE_TIMEOUT_S = "600"
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> tuple[Path, Path]:
     """One scene, 2 key frames (21 sweeps), sparse LiDAR."""
-    dataset, bags = dataset_with_bags(tmp_path_factory.mktemp("live"), seed=5, num_scenes=1, num_key_frames=2)
+    dataset, bags = dataset_with_bags(tmp_path_factory.mktemp("live"), seed=5, num_scenes=1,
+                                      num_key_frames=2)
     return bags, dataset.dataroot
 
 
@@ -34,7 +36,8 @@ def test_paced_live_replay_agrees_with_offline(data, tmp_path):
     bags, dataroot = data
     scored = ("--dataroot", str(dataroot))
     evaluate(bags, tmp_path / "offline", *scored)
-    record = evaluate(bags, tmp_path / "live", *scored, "--live", "--paced", "--timeout", LIVE_TIMEOUT_S)
+    record = evaluate(bags, tmp_path / "live", *scored, "--live", "--paced", "--timeout",
+                      LIVE_TIMEOUT_S)
     offline = read_detections(tmp_path / "offline" / "detections.npz")
     live = read_detections(tmp_path / "live" / "detections.npz")
     assert record["seen"] == record["scored"] == len(offline) == len(live) == 2

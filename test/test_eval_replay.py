@@ -95,7 +95,8 @@ def key(token: str, stamp: int = 0) -> replay.KeyFrame:
 
 def test_accounting_names_every_outcome():
     dets = Detections.empty(NUSCENES_CLASSES, 9)
-    results = [replay.FrameResult(key("a"), dets), replay.FrameResult(key("b"), reason="bad cloud: x"),
+    results = [replay.FrameResult(key("a"), dets),
+               replay.FrameResult(key("b"), reason="bad cloud: x"),
                replay.FrameResult(key("z"), dets)]
     acc = scoring.account(results, ["a", "b", "c"])
     assert acc.seen == 3 and acc.scored == ["a"] and acc.not_in_split == ["z"]

@@ -20,7 +20,8 @@ PRESET = "nus-secfpn"
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> tuple[Path, Path]:
-    dataset, bags = dataset_with_bags(tmp_path_factory.mktemp("shards"), seed=7, num_scenes=2, num_key_frames=2)
+    dataset, bags = dataset_with_bags(tmp_path_factory.mktemp("shards"), seed=7, num_scenes=2,
+                                      num_key_frames=2)
     return bags, dataset.dataroot
 
 
@@ -30,7 +31,8 @@ def run_eval(launcher: list[str], data: tuple[Path, Path], out: Path, *extra: st
         [*launcher, "-m", "regnet_pillars_ros.tools.evaluate", str(bags), "--preset", PRESET,
          "--dataroot", str(dataroot), "-o", str(out), "--no-progress", "--bev-frames", "1", *extra],
         cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
-        timeout=900)  # a bound against a hang: two ranks under torchrun take minutes on a loaded 2-core machine
+        # A bound against a hang: two ranks under torchrun take minutes on a loaded 2-core machine.
+        timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
 
 
@@ -47,7 +49,8 @@ def outcome(out: Path) -> tuple:
 
 def test_one_process_equals_two_gloo_ranks_and_two_workers(data, tmp_path):
     run_eval([sys.executable], data, tmp_path / "one")
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+                "2"]
     run_eval(torchrun, data, tmp_path / "ranks")
     single = outcome(tmp_path / "one")
     assert single[2]["scored"] == 4

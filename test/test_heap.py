@@ -19,7 +19,8 @@ print(took, rss_mib() - before)
 
 
 def rss_growth_mib(mode: str) -> tuple[str, float]:
-    out = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True, check=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True,
+                         check=True, timeout=120)
     took, growth = out.stdout.split()
     return took, float(growth)
 

@@ -15,7 +15,8 @@ PACKAGE = "regnet_pillars_ros"
 # pointfiles sit at the bottom; pipeline (frames, sweeps, transforms) and runtime (backends,
 # export, benchmark) build on model; messages (ROS message encoding, no node) serves eval and ros,
 # which never import each other; tools and cli drive several layers from the top.
-BELOW_TOOLS = {"model", "pointfiles", "pipeline", "runtime", "sim", "messages", "train", "eval", "ros"}
+BELOW_TOOLS = {"model", "pointfiles", "pipeline", "runtime", "sim", "messages", "train", "eval",
+               "ros"}
 ALLOWED = {
     "model": set(),
     "pointfiles": set(),
@@ -47,7 +48,8 @@ def imported_modules(source: str, module: str, is_package: bool = False) -> set[
             base = ".".join(package[:len(package) - node.level + 1]) if node.level else ""
             target = ".".join(part for part in (base, node.module) if part)
             # ``from . import x`` may name submodules: count each as its own module.
-            found.update([f"{target}.{alias.name}" for alias in node.names] if node.module is None else [target])
+            found.update([f"{target}.{alias.name}" for alias in node.names]
+                         if node.module is None else [target])
     return found
 
 
@@ -74,22 +76,28 @@ def layer_imports() -> dict[str, dict[str, set[str]]]:
 
 def test_imports_are_resolved_wherever_they_stand():
     source = ("from __future__ import annotations\nfrom typing import TYPE_CHECKING\n"
-              "from ..model import Detector\nfrom . import params as P\nfrom .cloud import read_points\n"
+              "from ..model import Detector\nfrom . import params as P\n"
+              "from .cloud import read_points\n"
               "if TYPE_CHECKING:\n    from ...other import Thing\n"
-              "def f():\n    from ..eval.replay import replay_scene\n    import regnet_pillars_ros.tools.demo\n")
+              "def f():\n    from ..eval.replay import replay_scene\n"
+              "    import regnet_pillars_ros.tools.demo\n")
     found = imported_modules(source, "regnet_pillars_ros.ros.node")
-    assert {"regnet_pillars_ros.model", "regnet_pillars_ros.ros.params", "regnet_pillars_ros.ros.cloud",
+    assert {"regnet_pillars_ros.model", "regnet_pillars_ros.ros.params",
+            "regnet_pillars_ros.ros.cloud",
             "regnet_pillars_ros.eval.replay", "regnet_pillars_ros.tools.demo", "other"} <= found
-    assert "regnet_pillars_ros.messages" in imported_modules("from .. import messages", "regnet_pillars_ros.ros",
+    assert "regnet_pillars_ros.messages" in imported_modules("from .. import messages",
+                                                             "regnet_pillars_ros.ros",
                                                              is_package=True)
 
 
 def test_layers_import_only_the_layers_below_them():
     graph = layer_imports()
-    assert set(graph) - set(ALLOWED) == set(), f"layers missing from the map: {set(graph) - set(ALLOWED)}"
+    assert set(graph) - set(ALLOWED) == set(), (
+        f"layers missing from the map: {set(graph) - set(ALLOWED)}")
     assert graph["ros"].keys() >= {"messages", "model"}  # the graph is read, not empty
     wrong = [f"{layer} imports {other} ({', '.join(sorted(modules))})"
-             for layer, targets in sorted(graph.items()) for other, modules in sorted(targets.items())
+             for layer, targets in sorted(graph.items())
+             for other, modules in sorted(targets.items())
              if other not in ALLOWED[layer]]
     assert wrong == []
 
@@ -102,10 +110,12 @@ ROS_FREE = ["regnet_pillars_ros.model", "regnet_pillars_ros.pipeline", "regnet_p
 PROBE = """
 import importlib, json, pkgutil, sys
 package = importlib.import_module(sys.argv[1])
-names = [package.__name__] + [m.name for m in pkgutil.walk_packages(package.__path__, package.__name__ + ".")]
+names = [package.__name__] + [m.name for m in pkgutil.walk_packages(package.__path__,
+                                                                    package.__name__ + ".")]
 for name in names:
     importlib.import_module(name)
-ros = sorted(m for m in sys.modules if m.split(".")[0] == "rclpy" or m.split(".")[0].endswith("_msgs"))
+ros = sorted(m for m in sys.modules
+             if m.split(".")[0] == "rclpy" or m.split(".")[0].endswith("_msgs"))
 print(json.dumps({"imported": names, "ros": ros}))
 """
 

@@ -101,7 +101,8 @@ def package_imports(path: Path) -> set[str]:
     """Modules of this package a file imports (``from a.b import c`` counts as ``a.b.c``)."""
     names = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("regnet_pillars_ros"):
+        if (isinstance(node, ast.ImportFrom)
+                and (node.module or "").startswith("regnet_pillars_ros")):
             names |= {f"{node.module}.{alias.name}" for alias in node.names}
         elif isinstance(node, ast.Import):
             names |= {a.name for a in node.names if a.name.startswith("regnet_pillars_ros")}

@@ -49,7 +49,8 @@ def test_detection_array_has_the_input_header_gravity_centre_lwh_and_yaw_quatern
 
 def test_detection_boxes_read_back_what_detection_array_wrote():
     # float32 boxes; the centre's z goes through z_bottom + h/2 and back (a few float32 ulps).
-    np.testing.assert_allclose(detection_boxes(detection_array(dets(), HEADER)), dets().boxes[:, :7], atol=1e-6)
+    np.testing.assert_allclose(detection_boxes(detection_array(dets(), HEADER)),
+                               dets().boxes[:, :7], atol=1e-6)
     assert detection_boxes(detection_array(Detections.empty(NAMES, 7), HEADER)).shape == (0, 7)
 
 

@@ -190,7 +190,8 @@ def test_overload_keeps_memory_bounded_and_processes_the_newest_cloud(ctx):
         rss_before = node.rss_anon_kib()
 
         def received() -> int:
-            return int(probe.latest_counters().get("frames_received", 0)) - int(before.get("frames_received", 0))
+            return (int(probe.latest_counters().get("frames_received", 0))
+                    - int(before.get("frames_received", 0)))
 
         stamps: list[int] = []
         while len(stamps) < 600 and (len(stamps) % 30 or received() < 30):

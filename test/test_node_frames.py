@@ -98,8 +98,10 @@ def test_a_cloud_ahead_of_its_pose_waits_for_it_rather_than_take_an_older_one(ru
     # Flat-score boxes are anchors: back in the LiDAR frame through the pose at s1 they sit on the
     # anchor grid; through the stale pose at s0 they would be 0.3 m off it.
     grid = np.unique(np.concatenate([
-        level_anchors(NUS.anchors, level, (n, n), "v1")[:, :2].numpy().ravel() for level, n in enumerate((200, 100, 50))]))
-    inverse = np.array([[math.cos(EGO_YAW), math.sin(EGO_YAW)], [-math.sin(EGO_YAW), math.cos(EGO_YAW)]])
+        level_anchors(NUS.anchors, level, (n, n), "v1")[:, :2].numpy().ravel()
+        for level, n in enumerate((200, 100, 50))]))
+    inverse = np.array([[math.cos(EGO_YAW), math.sin(EGO_YAW)],
+                        [-math.sin(EGO_YAW), math.cos(EGO_YAW)]])
     assert len(msg.detections) == 10
     for det in msg.detections:
         c = det.bbox.center.position

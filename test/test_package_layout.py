@@ -41,7 +41,8 @@ def install(tmp_path_factory) -> Path:
             shutil.copy2(src, dst)
     colcon = Path(sys.executable).parent / "colcon"
     result = subprocess.run([str(colcon), "--log-base", "log", "build", "--merge-install",
-                             "--base-paths", "src", "--build-base", "build", "--install-base", "install"],
+                             "--base-paths", "src", "--build-base", "build",
+                             "--install-base", "install"],
                             cwd=ws, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return ws / "install"

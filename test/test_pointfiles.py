@@ -1,4 +1,5 @@
-"""Point files: .npy, .bin (KITTI / nuScenes) and .pcd (ascii, binary, binary_compressed) into [N, 5]."""
+"""Point files: .npy, .bin (KITTI / nuScenes) and .pcd (ascii, binary, binary_compressed) into
+[N, 5]."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,7 +14,8 @@ KITTI_BIN = REALDATA / "kitti" / "demo" / "000008.bin"
 NUS_BINS = sorted((REALDATA / "nuscenes" / "demo").glob("*.pcd.bin")) if REALDATA.is_dir() else []
 COMPOSITE = REALDATA / "composite_10sweeps_lyft_val_poses.npy"
 
-needs_realdata = pytest.mark.skipif(not REALDATA.is_dir(), reason=f"real point files not found at {REALDATA}")
+needs_realdata = pytest.mark.skipif(not REALDATA.is_dir(),
+                                    reason=f"real point files not found at {REALDATA}")
 
 
 def nuscenes_frame() -> np.ndarray:
@@ -22,7 +24,8 @@ def nuscenes_frame() -> np.ndarray:
     return np.fromfile(NUS_BINS[0], dtype=np.float32).reshape(-1, 5)
 
 
-def write_pcd(path: Path, table: np.ndarray, fmt: str, counts: dict[str, int] | None = None) -> Path:
+def write_pcd(path: Path, table: np.ndarray, fmt: str,
+              counts: dict[str, int] | None = None) -> Path:
     """Write a structured array as a PCD file; `fmt` is ascii, binary or binary_compressed."""
     counts = counts or {}
     names = table.dtype.names
@@ -60,7 +63,8 @@ def lzf_literals(raw: bytes) -> bytes:
 
 
 def real_table(dtype: list[tuple]) -> np.ndarray:
-    """Every 20th point of the nuScenes frame with a per-point time lag, in the given record layout."""
+    """Every 20th point of the nuScenes frame with a per-point time lag, in the given record
+    layout."""
     frame = nuscenes_frame()[::20]
     table = np.zeros(len(frame), np.dtype(dtype))
     names = table.dtype.names
@@ -94,7 +98,9 @@ def test_nuscenes_bin_dims5_drops_ring_and_sets_dt_zero():
 
 
 @needs_realdata
-@pytest.mark.parametrize("dims, message", [(5, "not a whole number of points"), (None, "needs the number"), (3, ">= 4")])
+@pytest.mark.parametrize("dims, message", [(5, "not a whole number of points"),
+                                           (None, "needs the number"),
+                                           (3, ">= 4")])
 def test_bin_with_wrong_dims_is_refused(dims, message):
     with pytest.raises(PointFileError, match=message):
         read_points(KITTI_BIN, dims=dims)
@@ -134,7 +140,8 @@ def test_bad_npy_is_refused(tmp_path, array, message):
 
 def test_unknown_extension_and_missing_file(tmp_path):
     (tmp_path / "cloud.ply").write_bytes(b"ply\n")
-    with pytest.raises(PointFileError, match=r"unknown extension '.ply', expected .npy, .bin or .pcd"):
+    with pytest.raises(PointFileError,
+                       match=r"unknown extension '.ply', expected .npy, .bin or .pcd"):
         read_points(tmp_path / "cloud.ply")
     with pytest.raises(PointFileError, match="no such file"):
         read_points(tmp_path / "absent.npy")
@@ -142,7 +149,8 @@ def test_unknown_extension_and_missing_file(tmp_path):
 
 @pytest.mark.parametrize("fmt", ["ascii", "binary", "binary_compressed"])
 def test_pcd_float_fields_round_trip(tmp_path, fmt):
-    table = real_table([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("intensity", "<f4"), ("t", "<f4")])
+    table = real_table([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("intensity", "<f4"),
+                        ("t", "<f4")])
     points = read_points(write_pcd(tmp_path / f"{fmt}.pcd", table, fmt))
     expected = np.stack([table[n] for n in ("x", "y", "z", "intensity", "t")], axis=1)
     np.testing.assert_array_equal(points, expected)  # %.9g keeps float32 exact in ascii too
@@ -150,7 +158,8 @@ def test_pcd_float_fields_round_trip(tmp_path, fmt):
 
 @pytest.mark.parametrize("fmt", ["ascii", "binary", "binary_compressed"])
 def test_pcd_mixed_sizes_types_and_padding(tmp_path, fmt):
-    layout = [("x", "<f4"), ("y", "<f4"), ("z", "<f8"), ("_", "<u1", (3,)), ("intensity", "<u1"), ("ring", "<u2"), ("t", "<f8")]
+    layout = [("x", "<f4"), ("y", "<f4"), ("z", "<f8"), ("_", "<u1", (3,)), ("intensity", "<u1"),
+              ("ring", "<u2"), ("t", "<f8")]
     table = real_table(layout)
     table["_"] = 7
     points = read_points(write_pcd(tmp_path / f"{fmt}.pcd", table, fmt, counts={"_": 3}))

@@ -9,13 +9,14 @@ import pytest
 import torch
 from shapely.geometry import Polygon
 
-from regnet_pillars_ros.model.rotated_nms import (_candidate_pairs, _greedy_keep, _indexed_iou, benchmark,
-                                                nms_rotated_bev, rotated_iou_bev)
+from regnet_pillars_ros.model.rotated_nms import (_candidate_pairs, _greedy_keep, _indexed_iou,
+                                                  benchmark, nms_rotated_bev, rotated_iou_bev)
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "mmdet3d"
 FIXTURE_CASES = ("nus-regnetx-400mf-secfpn-s11", "lyft-fpn-s12")
 CUDA = pytest.param(
-    "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device in this environment")
+    "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                     reason="no CUDA device in this environment")
 )
 DEVICES = ("cpu", CUDA)
 
@@ -43,7 +44,8 @@ def random_boxes(rng: np.random.Generator, n: int, spread: float = 4.0) -> np.nd
 
 
 def jitter(rng: np.random.Generator, boxes: np.ndarray, scale: float) -> np.ndarray:
-    """Move centres and yaws by up to ``scale`` and extents by up to ``scale`` relative (extents stay > 0)."""
+    """Move centres and yaws by up to ``scale`` and extents by up to ``scale`` relative (extents
+    stay > 0)."""
     out = boxes + rng.uniform(-scale, scale, boxes.shape) * np.array([1, 1, 0, 0, 1])
     out[:, 2:4] *= 1 + rng.uniform(-scale, scale, (len(boxes), 2))
     return out
@@ -69,10 +71,12 @@ def paired_cases(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     shift = (a[:, 2] + other[:, 2]) / 2
     other[:, 0] += shift * np.cos(a[:, 4])
     other[:, 1] += shift * np.sin(a[:, 4])
-    other[:, :2] += 0.3 * (rng.random((n, 1)) < 0.3) * np.stack((-np.sin(a[:, 4]), np.cos(a[:, 4])), 1)
+    other[:, :2] += (0.3 * (rng.random((n, 1)) < 0.3)
+                     * np.stack((-np.sin(a[:, 4]), np.cos(a[:, 4])), 1))
     pairs.append((a, other))
     # Rotated by exactly +-90 degrees, with nearly swapped extents (exactly swapped: see
-    # test_same_footprint_gives_one; shapely's overlay sometimes returns an empty intersection there).
+    # test_same_footprint_gives_one; shapely's overlay sometimes returns an empty intersection
+    # there).
     quarter = a.copy()
     quarter[:, 4] += np.where(rng.random(n) < 0.5, math.pi / 2, -math.pi / 2)
     quarter[:, 2:4] = a[:, [3, 2]]
@@ -104,7 +108,8 @@ def paired_cases(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
 def assert_iou_close(got: np.ndarray, ref: np.ndarray) -> None:
     err = np.abs(got - ref)
     bad = err > 1e-6 + 1e-5 * np.abs(ref)
-    assert not bad.any(), f"{bad.sum()} pairs off, worst {err.max():.3g} at {np.unravel_index(err.argmax(), err.shape)}"
+    assert not bad.any(), (f"{bad.sum()} pairs off, worst {err.max():.3g} at "
+                           f"{np.unravel_index(err.argmax(), err.shape)}")
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -127,7 +132,8 @@ def test_iou_matches_shapely_on_delicate_pairs(device: str) -> None:
     ta, tb = torch.from_numpy(a).to(device), torch.from_numpy(b).to(device)
     # Paired IoU is the diagonal; compute it in blocks to keep the matrices small.
     got = np.concatenate([
-        torch.diagonal(rotated_iou_bev(ta[i:i + 200], tb[i:i + 200])).cpu().numpy() for i in range(0, len(a), 200)
+        torch.diagonal(rotated_iou_bev(ta[i:i + 200], tb[i:i + 200])).cpu().numpy()
+        for i in range(0, len(a), 200)
     ])
     assert np.isfinite(got).all()
     assert_iou_close(got, ref)
@@ -143,35 +149,43 @@ def test_same_footprint_gives_one(device: str) -> None:
     half[:, 4] += math.pi
     for b in (a, quarter, half):
         iou = rotated_iou_bev(torch.from_numpy(a).to(device), torch.from_numpy(b).to(device))
-        torch.testing.assert_close(torch.diagonal(iou).cpu(), torch.ones(500, dtype=torch.float64), atol=1e-9, rtol=0)
+        torch.testing.assert_close(torch.diagonal(iou).cpu(), torch.ones(500, dtype=torch.float64),
+                                   atol=1e-9, rtol=0)
 
 
 def test_symmetry_and_self_iou() -> None:
     boxes = torch.from_numpy(random_boxes(np.random.default_rng(2), 60))
     iou = rotated_iou_bev(boxes, boxes)
     torch.testing.assert_close(iou, iou.T, atol=1e-12, rtol=0)
-    torch.testing.assert_close(torch.diagonal(iou), torch.ones(60, dtype=torch.float64), atol=1e-12, rtol=0)
+    torch.testing.assert_close(torch.diagonal(iou), torch.ones(60, dtype=torch.float64),
+                               atol=1e-12, rtol=0)
     other = torch.from_numpy(random_boxes(np.random.default_rng(3), 40))
-    torch.testing.assert_close(rotated_iou_bev(boxes, other), rotated_iou_bev(other, boxes).T, atol=1e-12, rtol=0)
+    torch.testing.assert_close(rotated_iou_bev(boxes, other), rotated_iou_bev(other, boxes).T,
+                               atol=1e-12, rtol=0)
 
 
 def test_analytic_cases() -> None:
     def iou(a: list[float], b: list[float]) -> float:
-        return float(rotated_iou_bev(torch.tensor([a], dtype=torch.float64), torch.tensor([b], dtype=torch.float64)))
+        return float(rotated_iou_bev(torch.tensor([a], dtype=torch.float64),
+                                     torch.tensor([b], dtype=torch.float64)))
 
     assert iou([0, 0, 1, 1, 0], [0.5, 0, 1, 1, 0]) == pytest.approx(1 / 3, abs=1e-12)
     shifted = [0.5 * math.cos(0.3), 0.5 * math.sin(0.3), 1, 1, 0.3]
     assert iou([0, 0, 1, 1, 0.3], shifted) == pytest.approx(1 / 3, abs=1e-12)
-    # Square over itself rotated by 45 degrees: a regular octagon of area 2*sqrt(2) - 2, IoU 1/sqrt(2).
-    assert iou([3, -2, 1, 1, 0], [3, -2, 1, 1, math.pi / 4]) == pytest.approx(1 / math.sqrt(2), abs=1e-12)
+    # Square over itself rotated by 45 degrees: a regular octagon of area 2*sqrt(2) - 2, IoU
+    # 1/sqrt(2).
+    assert (iou([3, -2, 1, 1, 0], [3, -2, 1, 1, math.pi / 4])
+            == pytest.approx(1 / math.sqrt(2), abs=1e-12))
     # Contained: the smaller area over the larger.
     assert iou([0, 0, 4, 2, 0.7], [0.3, 0.1, 1, 0.5, -0.2]) == pytest.approx(0.5 / 8, abs=1e-12)
     # Same footprint described with swapped extents and yaw + 90 degrees.
     assert iou([1, 1, 4, 2, 0.2], [1, 1, 2, 4, 0.2 + math.pi / 2]) == pytest.approx(1.0, abs=1e-12)
-    # Disjoint with overlapping bounding circles, disjoint far apart, touching along an edge: exactly 0.
+    # Disjoint with overlapping bounding circles, disjoint far apart, touching along an edge:
+    # exactly 0.
     assert iou([0, 0, 4, 1, 0], [0, 1.2, 4, 1, 0]) == 0.0
     assert iou([0, 0, 4, 1, 0], [100, 0, 4, 1, 0]) == 0.0
-    assert iou([0, 0, 2, 1, 0.4], [2 * math.cos(0.4), 2 * math.sin(0.4), 2, 1, 0.4]) == pytest.approx(0.0, abs=1e-12)
+    assert (iou([0, 0, 2, 1, 0.4], [2 * math.cos(0.4), 2 * math.sin(0.4), 2, 1, 0.4])
+            == pytest.approx(0.0, abs=1e-12))
 
 
 def test_degenerate_boxes_give_zero_without_nan() -> None:
@@ -225,7 +239,8 @@ def test_nms_matches_greedy_reference(device: str, tied_scores: bool, threshold:
         tb = torch.from_numpy(boxes).to(device, dtype)
         ts = torch.from_numpy(scores).to(device, dtype)
         # Reference on the same rounded geometry the module sees.
-        expected = ref if dtype == torch.float64 else greedy_reference(tb.double().cpu().numpy(), scores, threshold)
+        expected = (ref if dtype == torch.float64
+                    else greedy_reference(tb.double().cpu().numpy(), scores, threshold))
         keep = nms_rotated_bev(tb, ts, threshold)
         assert keep.dtype == torch.long and keep.device.type == device
         assert keep.tolist() == expected
@@ -253,11 +268,13 @@ def test_nms_pair_search_layouts(device: str, layout: str) -> None:
     scores[n // 2] = 0.5
     for threshold in (0.0, 0.1):
         expected = greedy_reference(boxes, scores, threshold)
-        keep = nms_rotated_bev(torch.from_numpy(boxes).to(device), torch.from_numpy(scores).to(device), threshold)
+        keep = nms_rotated_bev(torch.from_numpy(boxes).to(device),
+                               torch.from_numpy(scores).to(device), threshold)
         assert keep.tolist() == expected
 
 
-def per_group_nms(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor, threshold: float) -> list[int]:
+def per_group_nms(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor,
+                  threshold: float) -> list[int]:
     """One ungrouped call per group, merged into the stable descending score order."""
     keep = torch.cat([
         idx[nms_rotated_bev(boxes[idx], scores[idx], threshold)]
@@ -287,7 +304,8 @@ def test_grouped_nms_equals_one_call_per_group(device: str, offset: float) -> No
             keep = nms_rotated_bev(tb, ts, threshold, groups=groups)
             assert keep.dtype == torch.long and keep.device.type == device
             assert keep.tolist() == per_group_nms(tb, ts, groups, threshold)
-        assert nms_rotated_bev(tb, ts, 0.2, groups=torch.zeros_like(groups)).tolist() == nms_rotated_bev(tb, ts, 0.2).tolist()
+        assert (nms_rotated_bev(tb, ts, 0.2, groups=torch.zeros_like(groups)).tolist()
+                == nms_rotated_bev(tb, ts, 0.2).tolist())
 
 
 def test_greedy_keep_settles_long_chains() -> None:
@@ -298,7 +316,8 @@ def test_greedy_keep_settles_long_chains() -> None:
     rng = np.random.default_rng(3)
     for _ in range(50):
         m = int(rng.integers(1, 60))
-        pairs = np.unique(np.sort(rng.integers(0, m, (int(rng.integers(0, 4 * m)), 2)), axis=1), axis=0)
+        pairs = np.unique(np.sort(rng.integers(0, m, (int(rng.integers(0, 4 * m)), 2)), axis=1),
+                          axis=0)
         rows, cols = pairs[pairs[:, 0] < pairs[:, 1]].T
         suppressed = [False] * m
         for row, col in zip(rows, cols):
@@ -326,7 +345,8 @@ def test_nms_order_ties_and_edge_cases() -> None:
     assert empty.dtype == torch.long and empty.shape == (0,)
 
 
-def fixture_nms(case: str, columns: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.lib.npyio.NpzFile]:
+def fixture_nms(case: str, columns: list[int]
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.lib.npyio.NpzFile]:
     """mmdet3d's per-class NMS (box3d_multiclass_nms) re-done with nms_rotated_bev."""
     path = FIXTURES / case / "expected" / "nms_io.npz"
     if not path.exists():
@@ -340,7 +360,8 @@ def fixture_nms(case: str, columns: list[int]) -> tuple[np.ndarray, np.ndarray, 
         out_boxes.append(bboxes[mask][keep])
         out_scores.append(scores[mask, k][keep])
         out_labels.append(torch.full((len(keep),), k, dtype=torch.long))
-    return torch.cat(out_boxes).numpy(), torch.cat(out_scores).numpy(), torch.cat(out_labels).numpy(), data
+    return (torch.cat(out_boxes).numpy(), torch.cat(out_scores).numpy(),
+            torch.cat(out_labels).numpy(), data)
 
 
 @pytest.mark.parametrize("case", FIXTURE_CASES)
@@ -366,8 +387,10 @@ def test_fixture_detects_swapped_extents(case: str) -> None:
 def test_cuda_matches_cpu() -> None:
     boxes, scores = clustered(np.random.default_rng(5), 2000, tied_scores=False)
     tb, ts = torch.from_numpy(boxes).float(), torch.from_numpy(scores).float()
-    torch.testing.assert_close(rotated_iou_bev(tb.cuda(), tb.cuda()).cpu(), rotated_iou_bev(tb, tb), atol=1e-6, rtol=0)
-    assert nms_rotated_bev(tb.cuda(), ts.cuda(), 0.2).cpu().tolist() == nms_rotated_bev(tb, ts, 0.2).tolist()
+    torch.testing.assert_close(rotated_iou_bev(tb.cuda(), tb.cuda()).cpu(), rotated_iou_bev(tb, tb),
+                               atol=1e-6, rtol=0)
+    assert (nms_rotated_bev(tb.cuda(), ts.cuda(), 0.2).cpu().tolist()
+            == nms_rotated_bev(tb, ts, 0.2).tolist())
 
 
 def test_benchmark_runs() -> None:

@@ -1,4 +1,5 @@
-"""Runtime backends: ONNX export and onnxruntime against torch fp32 CPU, provider order, CUDA paths."""
+"""Runtime backends: ONNX export and onnxruntime against torch fp32 CPU, provider order, CUDA
+paths."""
 from __future__ import annotations
 
 import threading
@@ -26,7 +27,8 @@ from shared_data import MMDET3D_FIXTURES, require
 FIXTURE = MMDET3D_FIXTURES / "nus-regnetx-400mf-secfpn-s11"
 PRESET = "nus-regnetx-400mf-secfpn"
 TRAINED = "nus-regnetx-400mf-fpn"  # the preset with a bundled trained model
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run with the device tool)")
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(),
+                                reason="needs a CUDA GPU (run with the device tool)")
 
 
 @pytest.fixture(scope="module")
@@ -50,9 +52,11 @@ def onnx_file(tmp_path_factory) -> Path:
 
 
 def assert_same_detections(got, ref, centre_tol=0.01, score_tol=1e-3):
-    """fp32 parity: same labels, centres within 1 cm, scores within 1e-3 (paired by label and position)."""
+    """fp32 parity: same labels, centres within 1 cm, scores within 1e-3 (paired by label and
+    position)."""
     assert len(got) == len(ref)
-    order_g, order_r = np.lexsort((got.boxes[:, 0], got.labels)), np.lexsort((ref.boxes[:, 0], ref.labels))
+    order_g, order_r = (np.lexsort((got.boxes[:, 0], got.labels)),
+                        np.lexsort((ref.boxes[:, 0], ref.labels)))
     np.testing.assert_array_equal(got.labels[order_g], ref.labels[order_r])
     np.testing.assert_allclose(got.boxes[order_g, :3], ref.boxes[order_r, :3], atol=centre_tol)
     np.testing.assert_allclose(got.scores[order_g], ref.scores[order_r], atol=score_tol)
@@ -60,7 +64,8 @@ def assert_same_detections(got, ref, centre_tol=0.01, score_tol=1e-3):
 
 def test_export_records_preset_convention_and_opset(onnx_file):
     meta = read_metadata(onnx_file)
-    assert meta["preset"] == PRESET and meta["box_convention"] == "v1" and meta["opset"] == str(OPSET)
+    assert (meta["preset"] == PRESET and meta["box_convention"] == "v1"
+            and meta["opset"] == str(OPSET))
     assert meta["output_layout"] == "NHWC"  # the backend hands the maps on as NCHW views
 
 
@@ -102,15 +107,18 @@ def test_provider_order_prefers_tensorrt_then_cuda(tmp_path):
     import onnxruntime as ort
 
     available = set(ort.get_available_providers())
-    names = [p[0] if isinstance(p, tuple) else p for p in onnx_providers(torch.device("cuda"), tmp_path / "trt")]
-    expected = [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider") if p in available] + ["CPUExecutionProvider"]
+    names = [p[0] if isinstance(p, tuple) else p
+             for p in onnx_providers(torch.device("cuda"), tmp_path / "trt")]
+    expected = [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+                if p in available] + ["CPUExecutionProvider"]
     assert names == expected
     assert onnx_providers(torch.device("cpu")) == ["CPUExecutionProvider"]
 
 
 @needs_cuda
 def test_torch_cuda_fp32_matches_cpu(points, reference):
-    assert_same_detections(build_detector(PRESET, FIXTURE / "checkpoint.pth", device="cuda")(points), reference)
+    assert_same_detections(
+        build_detector(PRESET, FIXTURE / "checkpoint.pth", device="cuda")(points), reference)
 
 
 @needs_cuda
@@ -118,11 +126,16 @@ def test_torch_cuda_graph_matches_cpu(points, reference):
     detector = build_detector(PRESET, FIXTURE / "checkpoint.pth", device="cuda", cuda_graph=True)
     for _ in range(2):  # the first frame captures, the second replays
         assert_same_detections(detector(points), reference)
-    assert_same_detections(detector(points[::2].copy()), build_detector(PRESET, FIXTURE / "checkpoint.pth")(points[::2].copy()))
-    doubled = np.concatenate([points, points])  # more points than the graph has room for: captured anew
-    assert_same_detections(detector(doubled), build_detector(PRESET, FIXTURE / "checkpoint.pth")(doubled))
-    empty = detector(np.full((100, points.shape[1]), np.nan, np.float32))  # replayed: no pillar, no box
-    assert len(empty) == 0 and empty.stats["points_nonfinite"] == 100 and empty.stats["pillars"] == 0
+    assert_same_detections(detector(points[::2].copy()),
+                           build_detector(PRESET, FIXTURE / "checkpoint.pth")(points[::2].copy()))
+    # More points than the graph has room for: captured anew.
+    doubled = np.concatenate([points, points])
+    assert_same_detections(detector(doubled),
+                           build_detector(PRESET, FIXTURE / "checkpoint.pth")(doubled))
+    # Replayed: no pillar, no box.
+    empty = detector(np.full((100, points.shape[1]), np.nan, np.float32))
+    assert (len(empty) == 0 and empty.stats["points_nonfinite"] == 100
+            and empty.stats["pillars"] == 0)
     assert detector(points).stats == reference.stats
     assert detector.cuda_graph  # replayed, never fell back to eager frames
 
@@ -147,7 +160,8 @@ def test_fixed_size_frame_gives_the_eager_detections(points, reference):
     # A float64 [N, 4] cloud (no intensity column) gives the same counts; no live row, no pillar.
     four = torch.from_numpy(np.delete(cloud, 3, axis=1).astype(np.float64))
     with torch.inference_mode():
-        assert detector.fixed_size_frame(four, torch.tensor(four.shape[0]))[-1].tolist() == counts.tolist()
+        assert (detector.fixed_size_frame(four, torch.tensor(four.shape[0]))[-1].tolist()
+                == counts.tolist())
         assert detector.fixed_size_frame(four, torch.tensor(0))[-1].tolist() == [0, 0, 0, 0]
 
 
@@ -162,7 +176,8 @@ def test_failed_graph_capture_falls_back_to_eager_frames(points, reference, capl
         attempts.append(cloud.shape)
         raise RuntimeError("operation not permitted when stream is capturing")
 
-    detector = Detector(built.preset, built.backend, built.box_convention, built.device, built.source, capture=refuse)
+    detector = Detector(built.preset, built.backend, built.box_convention, built.device,
+                        built.source, capture=refuse)
     assert detector.cuda_graph
     assert_same_detections(detector(points), reference)
     assert not detector.cuda_graph and "capturing the CUDA graph failed" in caplog.text
@@ -175,7 +190,8 @@ class SyncRecorder(TorchDispatchMode):
     (nonzero, boolean indexing, item) and tensors made from host data. (`tolist` reaches no
     dispatch and goes unseen.)"""
 
-    NAMES = ("nonzero", "_local_scalar_dense", "lift_fresh", "masked_select", "unique", "repeat_interleave")
+    NAMES = ("nonzero", "_local_scalar_dense", "lift_fresh", "masked_select", "unique",
+             "repeat_interleave")
     INDEXING = ("aten.index.Tensor", "aten.index_put_.default", "aten.index_put.default")
 
     def __init__(self):
@@ -186,7 +202,8 @@ class SyncRecorder(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = str(func)
         indices = args[1] if name in self.INDEXING else ()
-        if any(n in name for n in self.NAMES) or any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in indices):
+        if (any(n in name for n in self.NAMES)
+                or any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in indices)):
             self.uncapturable.append(name)
         self.ops += 1
         return func(*args, **(kwargs or {}))
@@ -202,7 +219,8 @@ def test_fixed_size_frame_needs_no_host_synchronisation(points):
         with SyncRecorder() as eager:  # the recorder sees what the eager path does
             detector.preprocess(points)
     assert graphed.ops > 100 and graphed.uncapturable == []
-    assert {"aten.nonzero.default", "aten.index.Tensor", "aten.lift_fresh.default"} <= set(eager.uncapturable)
+    assert ({"aten.nonzero.default", "aten.index.Tensor", "aten.lift_fresh.default"}
+            <= set(eager.uncapturable))
 
 
 @needs_cuda
@@ -243,7 +261,8 @@ def trained_scan() -> tuple[np.ndarray, object]:
 
 
 def match_rate(reference, got, min_score: float = 0.3) -> float:
-    """Share of the reference boxes scoring > min_score that a same-class box with BEV IoU > 0.9 matches."""
+    """Share of the reference boxes scoring > min_score that a same-class box with BEV IoU > 0.9
+    matches."""
     strong = reference.scores > min_score
     assert strong.sum() >= 10
     ref_bev = physical_bev(torch.from_numpy(reference.boxes[strong]), "v1")
@@ -259,11 +278,13 @@ def match_rate(reference, got, min_score: float = 0.3) -> float:
     ("bf16", False, 0.85),  # 39 of 44 on an H200: its 8-bit mantissa misses the 99% criterion
 ])
 def test_torch_cuda_reduced_precision_match_rate(trained_scan, precision, cuda_graph, rate):
-    """Trained weights: at least 99% of the strong boxes matched for tf32 and fp16, the measured share for bf16."""
+    """Trained weights: at least 99% of the strong boxes matched for tf32 and fp16, the measured
+    share for bf16."""
     points, reference = trained_scan
     got = build_detector(TRAINED, device="cuda", precision=precision, cuda_graph=cuda_graph)(points)
     measured = match_rate(reference, got)
-    print(f"{precision}{' + CUDA graph' if cuda_graph else ''}: {measured:.3f} of the boxes matched")
+    print(f"{precision}{' + CUDA graph' if cuda_graph else ''}: "
+          f"{measured:.3f} of the boxes matched")
     assert measured >= rate
 
 

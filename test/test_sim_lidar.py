@@ -52,7 +52,8 @@ def test_analytic_hit_distances():
     np.testing.assert_allclose(hits.ranges, [10 - math.sqrt(2)])
     np.testing.assert_allclose(hits.cos_incidence, [math.sqrt(0.5)])
 
-    # Length along the heading: at yaw pi/2 a ray along +y meets the face l/2 = 2 m before the centre.
+    # Length along the heading: at yaw pi/2 a ray along +y meets the face l/2 = 2 m before the
+    # centre.
     ahead = np.array([[0.0, 10.0, -1.0, 4.0, 2.0, 2.0, math.pi / 2]])
     np.testing.assert_allclose(cast_rays(rays[2:3], ahead, None).ranges, [8.0])
 
@@ -67,7 +68,8 @@ def test_analytic_hit_distances():
 def test_matches_face_reference_on_random_rays():
     rng = np.random.default_rng(1)
     boxes = np.array([[8.0, 3.0, -1.8, 4.5, 1.9, 1.7, 0.4], [-6.0, -5.0, -1.8, 0.7, 0.7, 1.8, 2.0],
-                      [-12.0, 4.0, -1.8, 11.0, 2.9, 3.5, -1.2], [0.5, -9.0, -1.8, 0.5, 2.5, 1.0, 3.1]])
+                      [-12.0, 4.0, -1.8, 11.0, 2.9, 3.5, -1.2],
+                      [0.5, -9.0, -1.8, 0.5, 2.5, 1.0, 3.1]])
     rays = rng.standard_normal((1000, 3)) * [1, 1, 0.15]
     rays /= np.linalg.norm(rays, axis=1, keepdims=True)
     hits = cast_rays(rays, boxes, None)

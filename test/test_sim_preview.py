@@ -23,9 +23,11 @@ def test_simulator_imports_neither_ros_nor_torch():
 def test_preview_writes_png(tmp_path, capsys):
     out = tmp_path / "sim.png"
     cloud = tmp_path / "cloud.npy"
-    main(["--seed", "0", "--key", "2", "--color", "intensity", "-o", str(out), "--save-cloud", str(cloud)])
+    main(["--seed", "0", "--key", "2", "--color", "intensity", "-o", str(out), "--save-cloud",
+          str(cloud)])
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert str(out) in capsys.readouterr().out
     points = np.load(cloud)
     assert points.dtype == np.float32 and points.shape[1] == 5
-    np.testing.assert_allclose(np.unique(points[:, 4]), np.arange(11) * 0.05, atol=1e-6)  # 11 sweeps at 20 Hz
+    # 11 sweeps at 20 Hz
+    np.testing.assert_allclose(np.unique(points[:, 4]), np.arange(11) * 0.05, atol=1e-6)

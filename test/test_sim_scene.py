@@ -1,4 +1,5 @@
-"""Synthetic scenes: classes as the presets name them, sizes, motion, no overlaps, ego trajectory."""
+"""Synthetic scenes: classes as the presets name them, sizes, motion, no overlaps, ego
+trajectory."""
 import json
 from pathlib import Path
 
@@ -50,7 +51,8 @@ def test_objects_never_overlap_each_other_or_the_ego():
     for t in np.arange(-1.0, 10.01, 0.25):
         polygons = shapely.polygons(bev_corners(scene.boxes_at(t)))
         pairs = STRtree(polygons).query(polygons, predicate="intersects")
-        assert (pairs[0] == pairs[1]).all(), f"boxes {pairs[:, pairs[0] != pairs[1]].T} touch at t={t}"
+        assert (pairs[0] == pairs[1]).all(), (
+            f"boxes {pairs[:, pairs[0] != pairs[1]].T} touch at t={t}")
         ego = shapely.points(*scene.ego.pose(t)[:2])
         assert shapely.distance(polygons, ego).min() > EGO_CLEARANCE_M - 1e-6
 
@@ -65,4 +67,5 @@ def test_ego_moves_at_constant_speed_and_yaw_rate(yaw_rate):
     step = np.diff(pose[:, :2], axis=0) / np.diff(t)[:, None]
     np.testing.assert_allclose(np.hypot(step[:, 0], step[:, 1]), 7.0, rtol=1e-4)
     mid_yaw = 0.5 * (pose[1:, 2] + pose[:-1, 2])
-    np.testing.assert_allclose(step / 7.0, np.stack([np.cos(mid_yaw), np.sin(mid_yaw)], 1), atol=1e-5)
+    np.testing.assert_allclose(step / 7.0, np.stack([np.cos(mid_yaw), np.sin(mid_yaw)], 1),
+                               atol=1e-5)

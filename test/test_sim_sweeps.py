@@ -119,7 +119,8 @@ def test_sweep_reproducible_by_index(index):
 
 def test_clutter_occludes_but_is_not_ground_truth():
     # Sensor at x = 0.94 m (mount); a 5 m tall wall 10 m ahead of it hides a car 25 m ahead.
-    scene = fixed_scene([[25.94, 0.0, 0.0, 4.6, 1.9, 1.7, 0.0], [0.94, 15.0, 0.0, 4.6, 1.9, 1.7, 0.0]],
+    scene = fixed_scene([[25.94, 0.0, 0.0, 4.6, 1.9, 1.7, 0.0],
+                         [0.94, 15.0, 0.0, 4.6, 1.9, 1.7, 0.0]],
                         clutter=[[10.94, 0.0, 0.0, 0.5, 12.0, 5.0, 0.0]])
     sample = simulate_sample(scene, key_index=0, num_sweeps=1)
     assert sample.gt_boxes.shape == (2, 9) and sample.gt_labels.shape == (2,)

@@ -23,7 +23,8 @@ def inside(points: np.ndarray, box: np.ndarray, margin: float = 0.05) -> np.ndar
     c, s = np.cos(box[6]), np.sin(box[6])
     local = np.stack([c * rel[:, 0] + s * rel[:, 1], -s * rel[:, 0] + c * rel[:, 1]], axis=1)
     z = points[:, 2] - box[2]
-    return (np.abs(local) <= box[3:5] / 2 + margin).all(axis=1) & (z >= -margin) & (z <= box[5] + margin)
+    return ((np.abs(local) <= box[3:5] / 2 + margin).all(axis=1) & (z >= -margin)
+            & (z <= box[5] + margin))
 
 
 def test_augmentation_moves_boxes_points_and_velocities_together():
@@ -36,7 +37,8 @@ def test_augmentation_moves_boxes_points_and_velocities_together():
     clear &= on_box == inside(sample.key.points[:, :3], box, 0.06)
     assert on_box[clear].sum() > 20
     for seed in range(6):  # covers flipped and unflipped draws
-        points, boxes = augment(sample.key.points[:, :3], sample.gt_boxes, np.random.default_rng(seed))
+        points, boxes = augment(sample.key.points[:, :3], sample.gt_boxes,
+                                np.random.default_rng(seed))
         assert np.array_equal(inside(points, boxes[0])[clear], on_box[clear])
         # The speed scales with the scene; the velocity keeps its angle to the heading.
         speed_ratio = np.linalg.norm(boxes[0, 7:9]) / np.linalg.norm(box[7:9])
@@ -69,7 +71,8 @@ def test_label_map_by_name():
     assert nus.tolist() == list(range(10))
     lyft = label_map(NUSCENES_CLASSES, get_preset("lyft-fpn"))
     assert lyft[NUSCENES_CLASSES.index("traffic_cone")] == -1
-    assert lyft[NUSCENES_CLASSES.index("pedestrian")] == get_preset("lyft-fpn").class_names.index("pedestrian")
+    assert (lyft[NUSCENES_CLASSES.index("pedestrian")]
+            == get_preset("lyft-fpn").class_names.index("pedestrian"))
 
 
 def test_streams_are_disjoint_and_validation_is_held_out(monkeypatch):
@@ -81,7 +84,8 @@ def test_streams_are_disjoint_and_validation_is_held_out(monkeypatch):
 
     monkeypatch.setattr("regnet_pillars_ros.train.data.scene_samples", fake_scene_samples)
     preset = get_preset("nus-secfpn")
-    streams = [list(itertools.islice(SyntheticData(preset, 5, rank=r, world_size=2), 4)) for r in range(2)]
+    streams = [list(itertools.islice(SyntheticData(preset, 5, rank=r, world_size=2), 4))
+               for r in range(2)]
     assert streams == [[5, 7, 9, 11], [6, 8, 10, 12]]
     seen.clear()
     list(validation_samples(preset, 2))
@@ -94,5 +98,6 @@ def test_training_samples_are_augmented_and_shuffled():
     first, second = itertools.islice(SyntheticData(preset, 0, cfg), 2)
     assert first.points.dtype == torch.float32 and first.gt_boxes.shape[1] == 9
     assert len(first.gt_boxes) > 0
-    assert not torch.all(first.points[:-1, 3] <= first.points[1:, 3])  # dt no longer sorted: shuffled
+    # dt no longer sorted: shuffled
+    assert not torch.all(first.points[:-1, 3] <= first.points[1:, 3])
     assert len(first.points) != len(second.points)

@@ -1,4 +1,5 @@
-"""Losses against plain formulas, and the training-mode pillar encoder against mmdet3d's dense layout."""
+"""Losses against plain formulas, and the training-mode pillar encoder against mmdet3d's dense
+layout."""
 import math
 
 import pytest
@@ -31,13 +32,15 @@ def test_focal_loss_matches_the_formula():
             else:
                 term = -0.75 * p**2 * math.log(1 - p)
             expected += weights[i].item() * term
-    assert sigmoid_focal_loss(logits, labels, weights, 2.0, 0.25).item() == pytest.approx(expected, rel=1e-5)
+    assert (sigmoid_focal_loss(logits, labels, weights, 2.0, 0.25).item()
+            == pytest.approx(expected, rel=1e-5))
 
 
 def test_smooth_l1_is_quadratic_below_beta_and_linear_above():
     beta = 1 / 9
     d = torch.tensor([0.05, -0.05, 1.0, -2.0])
-    assert smooth_l1(d, beta).tolist() == pytest.approx([0.5 * 0.05**2 / beta] * 2 + [1 - beta / 2, 2 - beta / 2])
+    assert (smooth_l1(d, beta).tolist()
+            == pytest.approx([0.5 * 0.05**2 / beta] * 2 + [1 - beta / 2, 2 - beta / 2]))
 
 
 def test_sin_difference_sees_only_the_sine_of_the_yaw_error():
@@ -46,7 +49,8 @@ def test_sin_difference_sees_only_the_sine_of_the_yaw_error():
     p, t = add_sin_difference(pred, target)
     diff = p - t
     assert diff[0, 6].item() == pytest.approx(math.sin(0.3 - 1.1), abs=1e-6)
-    assert diff[1, 6].item() == pytest.approx(0.0, abs=1e-6)  # a reversed heading costs nothing here
+    # A reversed heading costs nothing here.
+    assert diff[1, 6].item() == pytest.approx(0.0, abs=1e-6)
     assert torch.equal(diff[:, [0, 1, 2, 3, 4, 5, 7, 8]], torch.zeros(2, 8))
 
 
@@ -66,48 +70,58 @@ def test_detection_loss_normalises_by_positives_and_weights_velocity():
     beta = LossConfig().beta
     assert losses["bbox"].item() == pytest.approx(0.2 * (2.0 - beta / 2))
     assert losses["dir"].item() == pytest.approx(0.2 * math.log(2))
-    focal_at_zero = 0.25 * 0.25 * math.log(2) + 3 * 0.75 * 0.25 * math.log(2)  # one positive term, three negatives
+    # One positive term, three negatives.
+    focal_at_zero = 0.25 * 0.25 * math.log(2) + 3 * 0.75 * 0.25 * math.log(2)
     assert losses["cls"].item() == pytest.approx(focal_at_zero)
-    assert losses["loss"].item() == pytest.approx(sum(losses[k].item() for k in ("cls", "bbox", "dir")))
+    assert (losses["loss"].item()
+            == pytest.approx(sum(losses[k].item() for k in ("cls", "bbox", "dir"))))
     # Two samples with no positive between them still divide by 1 each.
-    none = Targets(torch.tensor([2, 2]), torch.ones(2), torch.zeros(2, code), torch.zeros(2, dtype=torch.long),
-                   torch.tensor([False, False]))
-    two = detection_loss([torch.cat([cls] * 2), torch.cat([reg] * 2), torch.cat([direction] * 2)], [none, none], num_classes)
+    none = Targets(torch.tensor([2, 2]), torch.ones(2), torch.zeros(2, code),
+                   torch.zeros(2, dtype=torch.long), torch.tensor([False, False]))
+    two = detection_loss([torch.cat([cls] * 2), torch.cat([reg] * 2), torch.cat([direction] * 2)],
+                         [none, none], num_classes)
     assert two["cls"].item() == pytest.approx(8 * 0.75 * 0.25 * math.log(2) / 2)
     assert two["bbox"].item() == 0.0
 
 
-def dense_vfe_reference(vfe, dense: torch.Tensor, coors: torch.Tensor, num_points: torch.Tensor) -> torch.Tensor:
+def dense_vfe_reference(vfe, dense: torch.Tensor, coors: torch.Tensor,
+                        num_points: torch.Tensor) -> torch.Tensor:
     """mmdet3d HardVFE in training mode on the padded layout [M, N, 4], BN over all M * N slots."""
     m, n, _ = dense.shape
     mask = (torch.arange(n)[None, :] < num_points[:, None]).unsqueeze(2).float()
     xyz = dense[..., :3]
     mean = xyz.sum(1, keepdim=True) / num_points.view(-1, 1, 1).float()
-    centre = coors.flip(1).float()[:, None, :] * torch.tensor(vfe.voxel_size) + torch.tensor(vfe.offset)
+    centre = (coors.flip(1).float()[:, None, :] * torch.tensor(vfe.voxel_size)
+              + torch.tensor(vfe.offset))
     x = torch.cat([dense, xyz - mean, xyz - centre], dim=2) * mask
     for i, layer in enumerate(vfe.vfe_layers):
         y = layer.linear(x)
         y = torch.relu(layer.norm(y.permute(0, 2, 1)).permute(0, 2, 1))
         pooled = y.max(dim=1, keepdim=True).values
-        x = torch.cat([y, pooled.expand_as(y)], dim=2) if i < len(vfe.vfe_layers) - 1 else pooled.squeeze(1)
+        x = (torch.cat([y, pooled.expand_as(y)], dim=2) if i < len(vfe.vfe_layers) - 1
+             else pooled.squeeze(1))
     return x
 
 
 def test_training_encoder_matches_the_dense_layout_and_eval_matches_inference():
     preset = get_preset("nus-secfpn")
     torch.manual_seed(0)
-    points = torch.cat([torch.rand(300, 2) * 2 - 1, torch.rand(300, 1) - 2, torch.rand(300, 1) * 0.5], dim=1)
+    points = torch.cat([torch.rand(300, 2) * 2 - 1, torch.rand(300, 1) - 2,
+                        torch.rand(300, 1) * 0.5], dim=1)
     # float64: the two layouts sum the batch statistics in different orders.
-    pillars = voxelize(points.double(), preset.point_cloud_range, preset.voxel_size, preset.max_num_points, 30000)
+    pillars = voxelize(points.double(), preset.point_cloud_range, preset.voxel_size,
+                       preset.max_num_points, 30000)
     net = PointPillarsNet(preset).train().double()
     reference = PointPillarsNet(preset).train().double()
     reference.load_state_dict(net.state_dict())
     canvas = encode_batch(net, [pillars, pillars])
     dense = pillars.dense(preset.max_num_points)
-    features = dense_vfe_reference(reference.pts_voxel_encoder, torch.cat([dense, dense]), pillars.coors.repeat(2, 1),
+    features = dense_vfe_reference(reference.pts_voxel_encoder, torch.cat([dense, dense]),
+                                   pillars.coors.repeat(2, 1),
                                    pillars.num_points.repeat(2))  # the batch of two samples, as one
     cells = pillars.coors[:, 1] * preset.grid_size[0] + pillars.coors[:, 2]
-    assert_close_float64(canvas[0].flatten(1)[:, cells].t(), features[:pillars.num_pillars], "pillar features")
+    assert_close_float64(canvas[0].flatten(1)[:, cells].t(), features[:pillars.num_pillars],
+                         "pillar features")
     assert_close_float64(canvas[1], canvas[0], "second sample")  # the same pillars again
     # Running statistics moved once, as nn.BatchNorm over the batch's slots would.
     for ours, ref in zip(net.pts_voxel_encoder.vfe_layers, reference.pts_voxel_encoder.vfe_layers):

@@ -70,7 +70,8 @@ def test_extrapolation_beyond_tolerance_raises_with_the_gap():
     assert buf.lookup("odom", "base", 11 * SEC + SEC // 50).translation[0] == pytest.approx(2)
     with pytest.raises(ExtrapolationError, match=r"0\.020 s after the newest"):
         buf.lookup("odom", "base", 11 * SEC + SEC // 50, exact=True)
-    assert buf.lookup("odom", "base", 10 * SEC + SEC // 2, exact=True).translation[0] == pytest.approx(1.5)
+    assert (buf.lookup("odom", "base", 10 * SEC + SEC // 2, exact=True).translation[0]
+            == pytest.approx(1.5))
     with pytest.raises(ExtrapolationError, match=r"0\.500 s after the newest"):
         buf.lookup("odom", "base", 11 * SEC + SEC // 2)
     with pytest.raises(ExtrapolationError, match="before the oldest"):
