@@ -14,6 +14,7 @@ def generate_launch_description():
     return LaunchDescription([
         DeclareLaunchArgument("preset", default_value=cfg.DATASET_PRESETS["nuscenes"],
                               description=cfg.LAUNCH_ARGUMENTS["preset"][1]),
-        IncludeLaunchDescription(PythonLaunchDescriptionSource(detector),
-                                 launch_arguments={"preset": LaunchConfiguration("preset")}.items()),
+        IncludeLaunchDescription(
+            PythonLaunchDescriptionSource(detector),
+            launch_arguments={"preset": LaunchConfiguration("preset")}.items()),
     ])

@@ -23,15 +23,18 @@ COLUMNS = ("x", "y", "z", "intensity", "dt")
 INTENSITY_FIELDS = ("intensity", "i", "reflectance")
 TIME_FIELDS = ("dt", "t", "time", "timestamp")
 PCD_TYPES = {"F": "f", "U": "u", "I": "i"}
-PCD_HEADER_KEYS = ("VERSION", "FIELDS", "SIZE", "TYPE", "COUNT", "WIDTH", "HEIGHT", "VIEWPOINT", "POINTS", "DATA")
+PCD_HEADER_KEYS = ("VERSION", "FIELDS", "SIZE", "TYPE", "COUNT", "WIDTH", "HEIGHT", "VIEWPOINT",
+                   "POINTS", "DATA")
 
 
 class PointFileError(ValueError):
-    """A point file that cannot be read; the message names the file, what was expected and what came."""
+    """A point file that cannot be read; the message names the file, what was expected and what
+    came."""
 
 
 def read_points(path: str | Path, dims: int | None = None) -> np.ndarray:
-    """Read ``path`` into float32 [N, 5] (x, y, z, intensity, dt); ``dims`` is required for ``.bin``."""
+    """Read ``path`` into float32 [N, 5] (x, y, z, intensity, dt); ``dims`` is required for
+    ``.bin``."""
     path = Path(path)
     if not path.is_file():
         raise PointFileError(f"point file {path}: no such file")
@@ -42,10 +45,13 @@ def read_points(path: str | Path, dims: int | None = None) -> np.ndarray:
         return read_bin(path, dims)
     if suffix == ".pcd":
         return read_pcd(path)
-    raise PointFileError(f"point file {path}: unknown extension {path.suffix!r}, expected .npy, .bin or .pcd")
+    raise PointFileError(
+        f"point file {path}: unknown extension {path.suffix!r}, expected .npy, .bin or .pcd"
+    )
 
 
-def merged(xyz: np.ndarray, intensity: np.ndarray | None = None, dt: np.ndarray | None = None) -> np.ndarray:
+def merged(xyz: np.ndarray, intensity: np.ndarray | None = None,
+           dt: np.ndarray | None = None) -> np.ndarray:
     """Stack columns into float32 [N, 5]; missing intensity or dt become 0."""
     out = np.zeros((xyz.shape[0], len(COLUMNS)), np.float32)
     out[:, :3] = xyz
@@ -63,11 +69,14 @@ def read_npy(path: Path) -> np.ndarray:
         raise PointFileError(f"point file {path}: not a plain numeric .npy array ({exc})") from exc
     if array.ndim != 2 or array.shape[1] not in (4, 5):
         raise PointFileError(
-            f"point file {path}: expected an array [N, 4] (x, y, z, dt) or [N, 5] (x, y, z, intensity, dt), "
+            f"point file {path}: expected an array [N, 4] (x, y, z, dt) "
+            "or [N, 5] (x, y, z, intensity, dt), "
             f"got shape {array.shape}"
         )
     if array.dtype not in (np.float32, np.float64):
-        raise PointFileError(f"point file {path}: expected float32 or float64 values, got {array.dtype}")
+        raise PointFileError(
+            f"point file {path}: expected float32 or float64 values, got {array.dtype}"
+        )
     if array.shape[1] == 4:
         return merged(array[:, :3], dt=array[:, 3])
     return array.astype(np.float32, copy=False)
@@ -80,11 +89,14 @@ def read_bin(path: Path, dims: int | None) -> np.ndarray:
             "(dims / --dims: 4 for KITTI, 5 for nuScenes and Lyft)"
         )
     if dims < 4:
-        raise PointFileError(f"point file {path}: dims must be >= 4 (x, y, z, intensity, ...), got {dims}")
+        raise PointFileError(
+            f"point file {path}: dims must be >= 4 (x, y, z, intensity, ...), got {dims}"
+        )
     size = path.stat().st_size
     if size % (4 * dims):
         raise PointFileError(
-            f"point file {path}: {size} bytes is not a whole number of points of {dims} float32 values "
+            f"point file {path}: {size} bytes is not a whole number of points "
+            f"of {dims} float32 values "
             f"({4 * dims} bytes each); is dims right (4 for KITTI, 5 for nuScenes and Lyft)?"
         )
     rows = np.fromfile(path, dtype="<f4").reshape(-1, dims)
@@ -101,7 +113,8 @@ def read_pcd(path: Path) -> np.ndarray:
             raise PointFileError(f"point file {path}: PCD header lacks {key}")
     if not len(fields) == len(header["SIZE"]) == len(header["TYPE"]) == len(count):
         raise PointFileError(
-            f"point file {path}: PCD header has {len(fields)} FIELDS but {len(header['SIZE'])} SIZE, "
+            f"point file {path}: PCD header has {len(fields)} FIELDS "
+            f"but {len(header['SIZE'])} SIZE, "
             f"{len(header['TYPE'])} TYPE and {len(count)} COUNT entries"
         )
     dtype = pcd_dtype(path, fields, header["SIZE"], header["TYPE"], count)
@@ -114,7 +127,9 @@ def read_pcd(path: Path) -> np.ndarray:
     elif data == "binary_compressed":
         table = pcd_binary_compressed(path, body, dtype, num_points)
     else:
-        raise PointFileError(f"point file {path}: PCD DATA must be ascii, binary or binary_compressed, got {data!r}")
+        raise PointFileError(
+            f"point file {path}: PCD DATA must be ascii, binary or binary_compressed, got {data!r}"
+        )
     return pcd_columns(path, table)
 
 
@@ -140,15 +155,19 @@ def parse_pcd_header(raw: bytes, path: Path) -> tuple[dict[str, list[str]], byte
     raise PointFileError(f"point file {path}: PCD header has no DATA line (not a PCD file?)")
 
 
-def pcd_dtype(path: Path, fields: list[str], sizes: list[str], types: list[str], counts: list[str]) -> np.dtype:
+def pcd_dtype(path: Path, fields: list[str], sizes: list[str], types: list[str],
+              counts: list[str]) -> np.dtype:
     """Little-endian structured dtype of one PCD record (COUNT > 1 becomes a sub-array)."""
     parts = []
     for index, (name, size, kind, count) in enumerate(zip(fields, sizes, types, counts)):
         if kind.upper() not in PCD_TYPES or size not in ("1", "2", "4", "8"):
-            raise PointFileError(f"point file {path}: PCD field {name!r} has unsupported TYPE {kind} / SIZE {size}")
+            raise PointFileError(
+                f"point file {path}: PCD field {name!r} has unsupported TYPE {kind} / SIZE {size}"
+            )
         base = f"<{PCD_TYPES[kind.upper()]}{size}"
         # Repeated names (e.g. '_' padding) must stay distinct in a structured dtype.
-        parts.append((f"{index}:{name}", base) if int(count) == 1 else (f"{index}:{name}", base, (int(count),)))
+        parts.append((f"{index}:{name}", base) if int(count) == 1
+                     else (f"{index}:{name}", base, (int(count),)))
     return np.dtype(parts)
 
 
@@ -163,9 +182,12 @@ def pcd_point_count(path: Path, header: dict[str, list[str]]) -> int:
 def pcd_ascii(path: Path, body: bytes, dtype: np.dtype, num_points: int) -> np.ndarray:
     width = sum(int(np.prod(dtype[name].shape, dtype=int)) for name in dtype.names)
     try:
-        values = np.loadtxt(io.BytesIO(body), dtype=np.float64, ndmin=2) if num_points else np.zeros((0, width))
+        values = (np.loadtxt(io.BytesIO(body), dtype=np.float64, ndmin=2) if num_points
+                  else np.zeros((0, width)))
     except ValueError as exc:
-        raise PointFileError(f"point file {path}: PCD ascii data is not a table of numbers ({exc})") from exc
+        raise PointFileError(
+            f"point file {path}: PCD ascii data is not a table of numbers ({exc})"
+        ) from exc
     if values.shape != (num_points, width):
         raise PointFileError(
             f"point file {path}: PCD ascii data is a {values.shape[0]} x {values.shape[1]} table, "
@@ -193,12 +215,14 @@ def pcd_binary(path: Path, body: bytes, dtype: np.dtype, num_points: int) -> np.
 def pcd_binary_compressed(path: Path, body: bytes, dtype: np.dtype, num_points: int) -> np.ndarray:
     """LZF-compressed, stored field by field (all x, then all y, ...)."""
     if len(body) < 8:
-        raise PointFileError(f"point file {path}: PCD binary_compressed data is truncated (no size words)")
+        raise PointFileError(
+            f"point file {path}: PCD binary_compressed data is truncated (no size words)"
+        )
     compressed_size, raw_size = np.frombuffer(body[:8], "<u4")
     if raw_size != num_points * dtype.itemsize:
         raise PointFileError(
-            f"point file {path}: PCD binary_compressed says {raw_size} bytes uncompressed, expected "
-            f"{num_points} points x {dtype.itemsize} bytes"
+            f"point file {path}: PCD binary_compressed says {raw_size} bytes uncompressed, "
+            f"expected {num_points} points x {dtype.itemsize} bytes"
         )
     raw = lzf_decompress(body[8:8 + int(compressed_size)], int(raw_size), path)
     table = np.zeros(num_points, dtype)
@@ -237,9 +261,14 @@ def lzf_decompress(data: bytes, raw_size: int, path: Path) -> bytes:
             chunk = bytes(out[start:start + min(length, distance)])
             out += (chunk * (length // len(chunk) + 1))[:length]
     except IndexError as exc:
-        raise PointFileError(f"point file {path}: PCD binary_compressed data is corrupt ({exc})") from exc
+        raise PointFileError(
+            f"point file {path}: PCD binary_compressed data is corrupt ({exc})"
+        ) from exc
     if len(out) != raw_size:
-        raise PointFileError(f"point file {path}: PCD binary_compressed data gave {len(out)} bytes, expected {raw_size}")
+        raise PointFileError(
+            f"point file {path}: PCD binary_compressed data gave {len(out)} bytes, "
+            f"expected {raw_size}"
+        )
     return bytes(out)
 
 
@@ -249,12 +278,15 @@ def pcd_columns(path: Path, table: np.ndarray) -> np.ndarray:
     missing = [axis for axis in ("x", "y", "z") if axis not in by_name]
     if missing:
         raise PointFileError(
-            f"point file {path}: PCD fields {sorted(by_name)} lack {missing}; x, y and z are required"
+            f"point file {path}: PCD fields {sorted(by_name)} lack {missing}; "
+            "x, y and z are required"
         )
 
     def column(name: str) -> np.ndarray:
         if table.dtype[name].shape:
-            raise PointFileError(f"point file {path}: PCD field {name.split(':', 1)[1]!r} must have COUNT 1")
+            raise PointFileError(
+                f"point file {path}: PCD field {name.split(':', 1)[1]!r} must have COUNT 1"
+            )
         return table[name]
 
     def optional(candidates: tuple[str, ...]) -> np.ndarray | None:

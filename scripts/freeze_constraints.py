@@ -1,6 +1,7 @@
 """Print constraints.txt for the running venv: every wheel-installed distribution, pinned.
 
-Run after changing requirements.txt: `.venv/bin/python scripts/freeze_constraints.py > constraints.txt`.
+Run after changing requirements.txt:
+`.venv/bin/python scripts/freeze_constraints.py > constraints.txt`.
 Skipped: torch (a CUDA build in the venv is kept), this project, and the `*.egg-info` records
 that the ROS wheels and the message build leave next to their modules (not PyPI projects).
 """
@@ -20,7 +21,8 @@ def pins() -> list[str]:
         if str(getattr(dist, "_path", "")).endswith(".dist-info")
         and dist.metadata["Name"] not in SKIP
     }
-    return [f"{name}=={version}" for name, version in sorted(found.items(), key=lambda kv: kv[0].lower())]
+    return [f"{name}=={version}"
+            for name, version in sorted(found.items(), key=lambda kv: kv[0].lower())]
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ from regnet_pillars_ros.runtime.factory import build_detector
 
 def project_line(stack: list[traceback.FrameSummary]) -> str:
     """The innermost frame of this project's code in a stack."""
-    ours = [f for f in stack if "regnet_pillars_ros" in f.filename and "sync_report" not in f.filename]
+    ours = [f for f in stack
+            if "regnet_pillars_ros" in f.filename and "sync_report" not in f.filename]
     f = ours[-1] if ours else stack[-1]
     return f"{f.filename.split('regnet_pillars_ros/')[-1]}:{f.lineno} {f.name}: {f.line}"
 
@@ -23,7 +24,8 @@ def project_line(stack: list[traceback.FrameSummary]) -> str:
 def main() -> None:
     cloud, _ = make_cloud(250_000)
     for graph in (False, True):
-        detector = build_detector("nus-regnetx-400mf-fpn", "placeholder", device="cuda", precision="fp16", cuda_graph=graph)
+        detector = build_detector("nus-regnetx-400mf-fpn", "placeholder", device="cuda",
+                                  precision="fp16", cuda_graph=graph)
         for _ in range(2):
             detector(cloud)
         sites: collections.Counter[str] = collections.Counter()

@@ -38,8 +38,9 @@ def use_cudnn(precision: str) -> None:
         if _cudnn_tf32 == tf32:
             return
         if _cudnn_tf32 is not None:
-            log.warning("cuDNN TF32 switched %s for precision %s: CUDA detectors built earlier in this "
-                        "process follow it", "on" if tf32 else "off", precision)
+            log.warning("cuDNN TF32 switched %s for precision %s: "
+                        "CUDA detectors built earlier in this process follow it",
+                        "on" if tf32 else "off", precision)
         torch.backends.cudnn.enabled = True
         torch.backends.cudnn.benchmark = True
         torch.backends.cudnn.allow_tf32 = tf32
@@ -61,11 +62,13 @@ class TorchBackend:
 
     name = "torch"
 
-    def __init__(self, net: PointPillarsNet, device: torch.device, precision: str = "fp32", channels_last: bool = True):
+    def __init__(self, net: PointPillarsNet, device: torch.device, precision: str = "fp32",
+                 channels_last: bool = True):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if precision in CUDA_ONLY and device.type != "cuda":
-            raise ValueError(f"precision {precision} needs a CUDA device (on CPU the torch backend runs fp32 or bf16)")
+            raise ValueError(f"precision {precision} needs a CUDA device "
+                             "(on CPU the torch backend runs fp32 or bf16)")
         if device.type == "cuda":
             use_cudnn(precision)
         self.net = net.to(device).eval()
@@ -83,7 +86,8 @@ class TorchBackend:
         return self._network(canvas, stage)
 
     def network_padded(self, inputs: NetworkInputs) -> list[torch.Tensor]:
-        """Head maps of fixed-size inputs (`voxelize_fixed`: padding pillars on the canvas' spare row)."""
+        """Head maps of fixed-size inputs (`voxelize_fixed`: padding pillars on the canvas' spare
+        row)."""
         return self._network(self._encode(inputs, padded=True))
 
     def _encode(self, inputs: NetworkInputs, padded: bool = False) -> torch.Tensor:
@@ -110,7 +114,8 @@ class TorchBackend:
 
 
 def onnx_providers(device: torch.device, trt_cache_dir: Path | None = None) -> list:
-    """TensorRT -> CUDA -> CPU, keeping those this onnxruntime build offers (CPU only for a CPU device)."""
+    """TensorRT -> CUDA -> CPU, keeping those this onnxruntime build offers (CPU only for a CPU
+    device)."""
     import onnxruntime as ort
 
     available = set(ort.get_available_providers())
@@ -120,7 +125,8 @@ def onnx_providers(device: torch.device, trt_cache_dir: Path | None = None) -> l
             trt_options = {"device_id": device.index or 0, "trt_fp16_enable": False}
             if trt_cache_dir is not None:
                 trt_cache_dir.mkdir(parents=True, exist_ok=True)
-                trt_options.update(trt_engine_cache_enable=True, trt_engine_cache_path=str(trt_cache_dir))
+                trt_options.update(trt_engine_cache_enable=True,
+                                   trt_engine_cache_path=str(trt_cache_dir))
             wanted.append(("TensorrtExecutionProvider", trt_options))
         if "CUDAExecutionProvider" in available:
             wanted.append(("CUDAExecutionProvider", {"device_id": device.index or 0}))
@@ -129,11 +135,13 @@ def onnx_providers(device: torch.device, trt_cache_dir: Path | None = None) -> l
 
 
 class OnnxRuntimeBackend:
-    """An exported network (see `export.py`) in onnxruntime; IO binding keeps CUDA tensors on the GPU."""
+    """An exported network (see `export.py`) in onnxruntime; IO binding keeps CUDA tensors on the
+    GPU."""
 
     name = "onnxruntime"
 
-    def __init__(self, onnx_path: str | Path, device: torch.device, trt_cache_dir: Path | None = None):
+    def __init__(self, onnx_path: str | Path, device: torch.device,
+                 trt_cache_dir: Path | None = None):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -141,7 +149,8 @@ class OnnxRuntimeBackend:
         # Its idle worker threads would otherwise spin after each run, taking the CPU from the
         # torch post-processing that follows.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(str(onnx_path), options, providers=onnx_providers(device, trt_cache_dir))
+        self.session = ort.InferenceSession(str(onnx_path), options,
+                                            providers=onnx_providers(device, trt_cache_dir))
         self.providers = self.session.get_providers()
         self.device = device
         self.on_gpu = device.type == "cuda" and self.providers[0] != "CPUExecutionProvider"
@@ -165,11 +174,13 @@ class OnnxRuntimeBackend:
         index = self.device.index or 0
         for name, tensor in zip(self.input_names, inputs):
             tensor = tensor.contiguous()
-            binding.bind_input(name, "cuda", index, _numpy_dtype(tensor.dtype), tuple(tensor.shape), tensor.data_ptr())
+            binding.bind_input(name, "cuda", index, _numpy_dtype(tensor.dtype), tuple(tensor.shape),
+                               tensor.data_ptr())
         for name in self.output_names:
             binding.bind_output(name, "cuda", index)
         self.session.run_with_iobinding(binding)
-        return [torch.from_dlpack(o.to_dlpack()) if hasattr(o, "to_dlpack") else torch.from_numpy(o.numpy()).to(self.device)
+        return [torch.from_dlpack(o.to_dlpack()) if hasattr(o, "to_dlpack")
+                else torch.from_numpy(o.numpy()).to(self.device)
                 for o in binding.get_outputs()]
 
 

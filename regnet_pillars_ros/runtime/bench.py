@@ -79,9 +79,11 @@ class PresetResult:
     fps: float
     voxelize_share: float  # preprocess median / total median
     nms_share: float  # postprocess median / total median
-    voxelize_ms: float  # median of the voxelization alone (`voxelization_ms`), not part of the frame's stages
+    # median of the voxelization alone (`voxelization_ms`), not part of the frame's stages
+    voxelize_ms: float
     frame: dict[str, int]  # points in, in range, pillars, overflow, detections
-    # cpu_peak_rss: process peak so far (grows over the presets of one run); gpu_max_allocated: this preset
+    # cpu_peak_rss: process peak so far (grows over the presets of one run);
+    # gpu_max_allocated: this preset
     memory_mib: dict[str, float]
     box_convention: str
     weights: str
@@ -95,10 +97,12 @@ def synthetic_scene(seed: int, sweeps: int = 10) -> np.ndarray:
     radii = 2.5 * 1.06 ** np.arange(60)  # ring spacing grows with range like a spinning LiDAR's
     azimuth = np.linspace(-np.pi, np.pi, 1080, endpoint=False)
     ring_r, ring_a = (a.ravel() for a in np.meshgrid(radii[radii < 55], azimuth))
-    ground = np.stack([ring_r * np.cos(ring_a), ring_r * np.sin(ring_a), np.full_like(ring_r, -1.8)], axis=1)
+    ground = np.stack([ring_r * np.cos(ring_a), ring_r * np.sin(ring_a),
+                       np.full_like(ring_r, -1.8)], axis=1)
     centres = gen.uniform([-45, -45, -1.8], [45, 45, -1.8], size=(40, 3))
     sizes = gen.uniform([0.6, 0.6, 1.0], [6.0, 2.5, 3.0], size=(40, 3))
-    objects = centres[:, None] + sizes[:, None] * gen.uniform([-0.5, -0.5, 0], [0.5, 0.5, 1], size=(40, 300, 3))
+    objects = centres[:, None] + sizes[:, None] * gen.uniform([-0.5, -0.5, 0], [0.5, 0.5, 1],
+                                                              size=(40, 300, 3))
     scene = np.concatenate([ground, objects.reshape(-1, 3)])
     parts = []
     for sweep in range(sweeps):
@@ -109,8 +113,10 @@ def synthetic_scene(seed: int, sweeps: int = 10) -> np.ndarray:
     return np.concatenate(parts).astype(np.float32)
 
 
-def make_cloud(num_points: int, seed: int = 0, source: Path | None = COMPOSITE_CLOUD) -> tuple[np.ndarray, str]:
-    """Deterministic [num_points, 5] cloud: `source` (or a synthetic scene) tiled with jitter; and its description."""
+def make_cloud(num_points: int, seed: int = 0,
+               source: Path | None = COMPOSITE_CLOUD) -> tuple[np.ndarray, str]:
+    """Deterministic [num_points, 5] cloud: `source` (or a synthetic scene) tiled with jitter; and
+    its description."""
     if num_points <= 0:
         raise ValueError(f"number of points must be positive, got {num_points}")
     if source is not None and source.is_file():
@@ -119,11 +125,13 @@ def make_cloud(num_points: int, seed: int = 0, source: Path | None = COMPOSITE_C
         base, origin = synthetic_scene(seed), "synthetic ground + objects scene (10 sweeps)"
     gen = np.random.default_rng(seed)
     copies = [base] + [
-        base + np.pad(gen.normal(0, TILE_JITTER_M, (len(base), 2)), ((0, 0), (0, 3))).astype(np.float32)
+        base + np.pad(gen.normal(0, TILE_JITTER_M, (len(base), 2)),
+                      ((0, 0), (0, 3))).astype(np.float32)
         for _ in range(math.ceil(num_points / len(base)) - 1)
     ]
     cloud = np.concatenate(copies)[:num_points]
-    return cloud, f"{origin} ({len(base)} points) tiled to {num_points} with {TILE_JITTER_M} m horizontal jitter"
+    return cloud, (f"{origin} ({len(base)} points) tiled to {num_points} "
+                   f"with {TILE_JITTER_M} m horizontal jitter")
 
 
 def percentiles(samples: list[float]) -> dict[str, float]:
@@ -149,8 +157,10 @@ def time_preset(detector: Detector, cloud: np.ndarray, repeats: int, warmup: int
         torch.cuda.reset_peak_memory_stats(detector.device)
     frames = [detector(cloud, score_threshold) for _ in range(repeats)]
     if frames[0].stats["pillars"] == 0:
-        raise ValueError(f"the cloud has no points inside preset {detector.preset.name}'s range; nothing to time")
-    samples = {key: [f.timings_ms[key] for f in frames] for key, _ in STAGES if key in frames[0].timings_ms}
+        raise ValueError(f"the cloud has no points inside preset {detector.preset.name}'s range; "
+                         "nothing to time")
+    samples = {key: [f.timings_ms[key] for f in frames]
+               for key, _ in STAGES if key in frames[0].timings_ms}
     stages = {key: percentiles(values) for key, values in samples.items()}
     total = stages["total"]["median"]
     memory = {"cpu_peak_rss": cpu_peak_rss_mib()}
@@ -179,14 +189,17 @@ def time_preset(detector: Detector, cloud: np.ndarray, repeats: int, warmup: int
 def voxelization_ms(detector: Detector, cloud: np.ndarray, repeats: int) -> float:
     """Median ms of the voxelization alone on the detector's device, of the cloud's points in range
     already there: `voxelize` (two host synchronisations), or with a CUDA graph `voxelize_fixed`,
-    timed eagerly here (an upper bound of its share of the graph: its kernels launched one by one)."""
+    timed eagerly here (an upper bound of its share of the graph: its kernels launched one by
+    one)."""
     p, device = detector.preset, detector.device
     points, _ = usable_points(as_model_points(cloud).to(device), p.point_cloud_range)
     if detector.cuda_graph:
-        grid, usable = VoxelGrid.of(p.point_cloud_range, p.voxel_size, device), torch.ones(points.shape[0], dtype=torch.bool, device=device)
+        grid, usable = (VoxelGrid.of(p.point_cloud_range, p.voxel_size, device),
+                        torch.ones(points.shape[0], dtype=torch.bool, device=device))
         run = partial(voxelize_fixed, points, usable, grid, p.max_num_points, p.max_voxels)
     else:
-        run = partial(voxelize, points, p.point_cloud_range, p.voxel_size, p.max_num_points, p.max_voxels)
+        run = partial(voxelize, points, p.point_cloud_range, p.voxel_size, p.max_num_points,
+                      p.max_voxels)
     samples = []
     for _ in range(repeats + 1):  # the first run warms up
         detector.synchronize()
@@ -224,7 +237,8 @@ def network_gflop_per_s(result: dict) -> float | None:
     stages = result["stages_ms"]
     one_stage = [k for k in ("network", "graph") if k in stages]
     parts = NETWORK_PARTS if one_stage else NETWORK_PARTS[1:]
-    seconds = sum(stages[k]["median"] for k in (*one_stage, *NETWORK_PARTS[1:]) if k in stages) / 1e3
+    seconds = sum(stages[k]["median"] for k in (*one_stage, *NETWORK_PARTS[1:])
+                  if k in stages) / 1e3
     gflop = sum(result.get("gflop", {}).get(k, 0.0) for k in parts)
     return gflop / seconds if gflop and seconds else None
 
@@ -259,7 +273,8 @@ def environment(device: torch.device) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def torch_threads(threads: int | None) -> Iterator[None]:
-    """torch's intra-op thread count set to `threads` (None: unchanged) for the block, then restored."""
+    """torch's intra-op thread count set to `threads` (None: unchanged) for the block, then
+    restored."""
     if threads is not None and threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
     previous = torch.get_num_threads()
@@ -284,14 +299,16 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
         results = []
         for name in config.presets:
             for backend in config.backends:
-                detector = build_detector(name, config.checkpoint or PLACEHOLDER, device=config.device,
-                                          backend=backend, precision=config.precision, cuda_graph=config.cuda_graph)
-                results.append(time_preset(detector, cloud, config.repeats, config.warmup, config.score_threshold))
+                detector = build_detector(name, config.checkpoint or PLACEHOLDER,
+                                          device=config.device, backend=backend,
+                                          precision=config.precision, cuda_graph=config.cuda_graph)
+                results.append(time_preset(detector, cloud, config.repeats, config.warmup,
+                                           config.score_threshold))
         environment_now = environment(device)
     note = (
-        "seeded random placeholder weights: the network stages take the same time with any weights, "
-        "decode+NMS grows with the boxes above the score threshold (see detections per frame; real weights "
-        "on a busy scene may pass more)"
+        "seeded random placeholder weights: the network stages take the same time with any "
+        "weights, decode+NMS grows with the boxes above the score threshold "
+        "(see detections per frame; real weights on a busy scene may pass more)"
         if config.checkpoint is None else f"weights from {config.checkpoint}"
     )
     return {
@@ -306,7 +323,8 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
 
 def variant(result: dict) -> str:
     """'torch fp16', 'torch fp16 + CUDA graph', 'onnxruntime fp32', ..."""
-    return f"{result['backend']} {result['precision']}" + (" + CUDA graph" if result.get("cuda_graph") else "")
+    return (f"{result['backend']} {result['precision']}"
+            + (" + CUDA graph" if result.get("cuda_graph") else ""))
 
 
 def markdown_table(report: dict[str, Any]) -> str:
@@ -314,24 +332,30 @@ def markdown_table(report: dict[str, Any]) -> str:
     env = report["environment"]
     hardware = env.get("gpu") or f"{env['cpu']} ({env['cpu_count']} cores)"
     lines = [
-        f"Hardware: {hardware}; device {env['device']}; torch {env['torch']} ({env['torch_threads']} threads), "
+        f"Hardware: {hardware}; device {env['device']}; "
+        f"torch {env['torch']} ({env['torch_threads']} threads), "
         f"numpy {env['numpy']}, python {env['python']}",
         f"Cloud: {report['cloud']['source']}; {report['weights_note']}.",
         "Times in ms, median / p90.",
         "",
-        "| preset | backend | points in range | pillars | " + " | ".join(label for _, label in STAGES)
-        + " | fps | peak mem (MiB) | voxelize share | decode+NMS share | voxelization alone | detections"
+        "| preset | backend | points in range | pillars | "
+        + " | ".join(label for _, label in STAGES)
+        + " | fps | peak mem (MiB) | voxelize share | decode+NMS share | voxelization alone"
+        " | detections"
         " | network GFLOP (GFLOP/s of backbone+neck+head, or of the network as one stage) |",
         "|---" * (len(STAGES) + 11) + "|",
     ]
     for r in report["results"]:
         times = " | ".join(
-            f"{r['stages_ms'][k]['median']:.1f} / {r['stages_ms'][k]['p90']:.1f}" if k in r["stages_ms"] else "-" for k, _ in STAGES
+            f"{r['stages_ms'][k]['median']:.1f} / {r['stages_ms'][k]['p90']:.1f}"
+            if k in r["stages_ms"] else "-" for k, _ in STAGES
         )
         memory = " / ".join(f"{v:.0f} ({k})" for k, v in r["memory_mib"].items())
         lines.append(
-            f"| {r['preset']} | {variant(r)} | {r['frame']['points_in_range']} | {r['frame']['pillars']} | {times} | {r['fps']:.2f} "
-            f"| {memory} | {r['voxelize_share']:.1%} | {r['nms_share']:.1%} | {voxelize_alone(r)} | {r['frame']['detections']} "
+            f"| {r['preset']} | {variant(r)} | {r['frame']['points_in_range']} "
+            f"| {r['frame']['pillars']} | {times} | {r['fps']:.2f} "
+            f"| {memory} | {r['voxelize_share']:.1%} | {r['nms_share']:.1%} "
+            f"| {voxelize_alone(r)} | {r['frame']['detections']} "
             f"| {flops(r)} |"
         )
     return "\n".join(lines) + "\n"
@@ -343,7 +367,8 @@ def voxelize_alone(result: dict) -> str:
 
 
 def flops(result: dict) -> str:
-    """'104.2 (118)': GFLOP of the network on the frame and its achieved GFLOP/s (`network_gflop_per_s`)."""
+    """'104.2 (118)': GFLOP of the network on the frame and its achieved GFLOP/s
+    (`network_gflop_per_s`)."""
     if not result.get("gflop"):
         return "-"
     rate = network_gflop_per_s(result)
@@ -368,7 +393,8 @@ def bar_chart(report: dict[str, Any], path: Path) -> bool:
         left += widths
     env = report["environment"]
     ax.set_xlabel("median ms per frame")
-    ax.set_title(f"{report['cloud']['points']} points on {env.get('gpu') or env['cpu']} ({env['device']})", fontsize=9)
+    ax.set_title(f"{report['cloud']['points']} points on {env.get('gpu') or env['cpu']} "
+                 f"({env['device']})", fontsize=9)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
@@ -376,7 +402,8 @@ def bar_chart(report: dict[str, Any], path: Path) -> bool:
 
 
 def write_report(report: dict[str, Any], json_path: Path) -> list[Path]:
-    """JSON at `json_path`, markdown (and PNG when matplotlib is there) next to it; returns the paths."""
+    """JSON at `json_path`, markdown (and PNG when matplotlib is there) next to it; returns the
+    paths."""
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(report, indent=2) + "\n")
     md_path = json_path.with_suffix(".md")

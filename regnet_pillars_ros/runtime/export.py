@@ -34,7 +34,8 @@ INPUT_NAMES = ("points", "point_pillar", "coors", "num_points")
 
 def cache_dir() -> Path:
     """Where exports are cached: $REGNET_PILLARS_CACHE or ~/.cache/regnet_pillars_ros."""
-    return Path(os.environ.get("REGNET_PILLARS_CACHE", Path.home() / ".cache" / "regnet_pillars_ros"))
+    return Path(os.environ.get("REGNET_PILLARS_CACHE",
+                               Path.home() / ".cache" / "regnet_pillars_ros"))
 
 
 @dataclass(frozen=True)
@@ -51,11 +52,14 @@ def output_names(num_levels: int) -> list[str]:
 
 def sample_pillars(preset: Preset, seed: int) -> Pillars:
     p = preset
-    return voxelize(synthetic_cloud(p, 8_000 + 3_000 * seed, seed), p.point_cloud_range, p.voxel_size, p.max_num_points, p.max_voxels)
+    return voxelize(synthetic_cloud(p, 8_000 + 3_000 * seed, seed), p.point_cloud_range,
+                    p.voxel_size, p.max_num_points, p.max_voxels)
 
 
-def export_onnx(net: PointPillarsNet, preset: Preset, convention: str, path: str | Path, opset: int = OPSET, tolerance: float = 1e-3) -> ExportReport:
-    """Export `net` to `path`, record metadata, and validate against torch (raises ValueError on mismatch).
+def export_onnx(net: PointPillarsNet, preset: Preset, convention: str, path: str | Path,
+                opset: int = OPSET, tolerance: float = 1e-3) -> ExportReport:
+    """Export `net` to `path`, record metadata, and validate against torch (raises ValueError on
+    mismatch).
 
     The graph is that of a copy with BatchNorm folded (`fold_batchnorm`), which lets the pillar
     encoder pool its last layer before activating it, and returns the head maps NHWC
@@ -69,7 +73,8 @@ def export_onnx(net: PointPillarsNet, preset: Preset, convention: str, path: str
     folded = copy.deepcopy(net)
     fold_batchnorm(folded)
     trace = sample_pillars(preset, seed=0)
-    dynamic = {"points": {0: "P"}, "point_pillar": {0: "P"}, "coors": {0: "M"}, "num_points": {0: "M"}}
+    dynamic = {"points": {0: "P"}, "point_pillar": {0: "P"}, "coors": {0: "M"},
+               "num_points": {0: "M"}}
     names = output_names(len(preset.anchors.scales))
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
@@ -78,15 +83,16 @@ def export_onnx(net: PointPillarsNet, preset: Preset, convention: str, path: str
             input_names=list(INPUT_NAMES), output_names=names, dynamic_axes=dynamic,
         )
     model = onnx.load(str(path))
-    for key, value in {"preset": preset.name, "box_convention": convention, "opset": str(opset), "graph_version": str(GRAPH_VERSION),
-                       "output_layout": OUTPUT_LAYOUT,
+    for key, value in {"preset": preset.name, "box_convention": convention, "opset": str(opset),
+                       "graph_version": str(GRAPH_VERSION), "output_layout": OUTPUT_LAYOUT,
                        "producer": "regnet_pillars_ros", "torch": torch.__version__}.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.save(model, str(path))
     report = validate(net, preset, path, opset)
     if report.max_abs_diff > tolerance * max(1.0, report.max_abs_value):
-        raise ValueError(f"ONNX export {path} differs from torch by {report.max_abs_diff:.3g} (tolerance {tolerance:g} relative)")
+        raise ValueError(f"ONNX export {path} differs from torch by {report.max_abs_diff:.3g} "
+                         f"(tolerance {tolerance:g} relative)")
     return report
 
 
@@ -128,7 +134,8 @@ def cached_export(net: PointPillarsNet, preset: Preset, convention: str) -> Path
     for key, value in net.state_dict().items():
         digest.update(key.encode())
         digest.update(value.detach().cpu().numpy().tobytes())
-    name = f"{preset.name}-{convention}-opset{OPSET}-graph{GRAPH_VERSION}-{digest.hexdigest()[:16]}.onnx"
+    name = (f"{preset.name}-{convention}-opset{OPSET}-graph{GRAPH_VERSION}-"
+            f"{digest.hexdigest()[:16]}.onnx")
     path = cache_dir() / "onnx" / name
     if not path.is_file():
         tmp = path.with_suffix(f".{os.getpid()}.tmp")

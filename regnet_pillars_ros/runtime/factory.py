@@ -53,18 +53,20 @@ def build_detector(
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "onnxruntime" and (precision != "fp32" or cuda_graph):
-        raise ValueError("the onnxruntime backend runs fp32 exports as they are; precision and cuda_graph "
-                         "are torch-backend options")
+        raise ValueError("the onnxruntime backend runs fp32 exports as they are; "
+                         "precision and cuda_graph are torch-backend options")
     torch_device = resolve_device(device)
     if cuda_graph and torch_device.type != "cuda":
         raise ValueError("cuda_graph needs a CUDA device")
     runner: InferenceBackend
     if str(checkpoint).endswith(".onnx"):
         if backend != "onnxruntime":
-            raise ValueError(f"{checkpoint} is an ONNX file: use backend 'onnxruntime' (or give the .pth checkpoint)")
+            raise ValueError(f"{checkpoint} is an ONNX file: use backend 'onnxruntime' "
+                             "(or give the .pth checkpoint)")
         meta = read_metadata(checkpoint)
         if meta.get("preset") != preset:
-            raise CheckpointError(f"ONNX file {checkpoint} was exported for preset {meta.get('preset')!r}, not {preset!r}")
+            raise CheckpointError(f"ONNX file {checkpoint} was exported for preset "
+                                  f"{meta.get('preset')!r}, not {preset!r}")
         convention, source = meta.get("box_convention", "v1"), str(checkpoint)
         runner = onnxruntime_backend(Path(checkpoint), torch_device)
     else:
@@ -75,9 +77,10 @@ def build_detector(
             runner = onnxruntime_backend(cached_export(net, spec, convention), torch_device)
     if box_convention != "auto":
         convention = box_convention
-    log.info("preset %s: weights from %s, box convention %s, %s backend on %s", preset, source, convention, backend,
-             torch_device)
-    return Detector(spec, runner, convention, torch_device, source, capture=CudaGraphFrame if cuda_graph else None)
+    log.info("preset %s: weights from %s, box convention %s, %s backend on %s", preset, source,
+             convention, backend, torch_device)
+    return Detector(spec, runner, convention, torch_device, source,
+                    capture=CudaGraphFrame if cuda_graph else None)
 
 
 def onnxruntime_backend(onnx_path: Path, device: torch.device) -> OnnxRuntimeBackend:

@@ -32,4 +32,5 @@ def keep_freed_memory() -> bool:
         log.debug("no mallopt in the C library %s: malloc settings unchanged", name)
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-    return bool(mallopt(M_MMAP_THRESHOLD, HEAP_LIMIT)) and bool(mallopt(M_TRIM_THRESHOLD, HEAP_LIMIT))
+    return (bool(mallopt(M_MMAP_THRESHOLD, HEAP_LIMIT))
+            and bool(mallopt(M_TRIM_THRESHOLD, HEAP_LIMIT)))
