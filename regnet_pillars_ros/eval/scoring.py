@@ -65,7 +65,8 @@ def frame_records(frames: list[FrameResult], acc: Accounting) -> list[dict]:
               **dict.fromkeys(acc.not_in_split, NOT_IN_SPLIT)}
     return [{"sample_token": f.key.sample_token, "stamp_ns": f.key.stamp_ns, "scene": f.key.scene,
              "status": status[f.key.sample_token], "reason": f.reason,
-             "latency_ms": f.latency_ms, "boxes": None if f.detections is None else len(f.detections)}
+             "latency_ms": f.latency_ms,
+             "boxes": None if f.detections is None else len(f.detections)}
             for f in frames]
 
 

@@ -10,8 +10,8 @@ the next key frame.
 Splits: the devkit's named splits (``mini_val``, ``val``...) are fixed lists of real scene names.
 Instead of borrowing those names, the scenes are listed in ``<version>/splits.json``, the custom
 split file that nuscenes-devkit 1.2.0 (pinned) reads when ``DetectionEval`` gets a split name it
-does not know: `VAL_SPLIT` and `TRAIN_SPLIT` here. The data stay honest about being synthetic, and any number
-of scenes fits either split.
+does not know: `VAL_SPLIT` and `TRAIN_SPLIT` here. The data stay honest about being synthetic,
+and any number of scenes fits either split.
 
 Global frame = the simulator's world frame shifted by `GLOBAL_OFFSET` (map-sized coordinates).
 Every annotated object of a scene is annotated in every key frame (so the devkit's finite-difference

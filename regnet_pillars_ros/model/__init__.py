@@ -1,4 +1,5 @@
-"""Model layer: the nine RegNetX / PointPillars presets in plain PyTorch and NumPy (never imports rclpy).
+"""Model layer: the nine RegNetX / PointPillars presets in plain PyTorch and NumPy
+(never imports rclpy).
 
 The presets load without torch; `Detector` and `Detections` are imported on first use, so that
 the launch files and the node's parameter table, which read presets only, stay light.

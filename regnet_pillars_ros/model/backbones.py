@@ -1,4 +1,5 @@
-"""2D backbones over the pillar canvas: SECOND and RegNetX built from its design-space parameters."""
+"""2D backbones over the pillar canvas: SECOND and RegNetX built from its design-space
+parameters."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,14 +21,18 @@ def bn2d(channels: int) -> nn.BatchNorm2d:
 class SECOND(nn.Module):
     """Stages of strided 3x3 conv + BN + ReLU blocks; returns every stage's output."""
 
-    def __init__(self, in_channels: int, out_channels: list[int], layer_nums: list[int], layer_strides: list[int]):
+    def __init__(self, in_channels: int, out_channels: list[int], layer_nums: list[int],
+                 layer_strides: list[int]):
         super().__init__()
         blocks = []
         c_in = in_channels
         for c_out, repeats, stride in zip(out_channels, layer_nums, layer_strides):
-            layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), bn2d(c_out), nn.ReLU(inplace=True)]
+            layers: list[nn.Module] = [
+                nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), bn2d(c_out),
+                nn.ReLU(inplace=True)]
             for _ in range(repeats):
-                layers += [nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), bn2d(c_out), nn.ReLU(inplace=True)]
+                layers += [nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), bn2d(c_out),
+                           nn.ReLU(inplace=True)]
             blocks.append(nn.Sequential(*layers))
             c_in = c_out
         self.blocks = nn.ModuleList(blocks)
@@ -53,7 +58,8 @@ class RegNetStages:
         return tuple(w // g for w, g in zip(self.widths, self.group_widths))
 
 
-def regnet_stages(w0: float, wa: float, wm: float, depth: int, group_w: int, bot_mul: float = 1.0, q: int = 8) -> RegNetStages:
+def regnet_stages(w0: float, wa: float, wm: float, depth: int, group_w: int, bot_mul: float = 1.0,
+                  q: int = 8) -> RegNetStages:
     """Quantized-linear widths of "Designing Network Design Spaces" (Radosavovic et al. 2020).
 
     Block j has width u_j = w0 + wa*j, snapped to w0 * wm^round(log_wm(u_j / w0)) and to a
@@ -95,7 +101,8 @@ class RegNetBlock(nn.Module):
         self.bn3 = bn2d(width)
         self.downsample = None
         if stride != 1 or c_in != width:
-            self.downsample = nn.Sequential(nn.Conv2d(c_in, width, 1, stride=stride, bias=False), bn2d(width))
+            self.downsample = nn.Sequential(nn.Conv2d(c_in, width, 1, stride=stride, bias=False),
+                                            bn2d(width))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
@@ -109,13 +116,16 @@ class RegNetBlock(nn.Module):
 class NoStemRegNet(nn.Module):
     """mmdet3d's RegNet without a stem: the 64-channel canvas enters layer1 directly."""
 
-    def __init__(self, stages: RegNetStages, in_channels: int, strides: list[int], out_indices: list[int]):
+    def __init__(self, stages: RegNetStages, in_channels: int, strides: list[int],
+                 out_indices: list[int]):
         super().__init__()
         self.out_indices = tuple(out_indices)
         c_in = in_channels
         self.layer_names = []
-        for i, (width, depth, stride, groups) in enumerate(zip(stages.widths, stages.depths, strides, stages.groups)):
-            blocks = [RegNetBlock(c_in if b == 0 else width, width, stride if b == 0 else 1, groups) for b in range(depth)]
+        for i, (width, depth, stride, groups) in enumerate(zip(stages.widths, stages.depths,
+                                                               strides, stages.groups)):
+            blocks = [RegNetBlock(c_in if b == 0 else width, width, stride if b == 0 else 1,
+                                  groups) for b in range(depth)]
             name = f"layer{i + 1}"
             self.add_module(name, nn.Sequential(*blocks))
             self.layer_names.append(name)
@@ -133,7 +143,8 @@ class NoStemRegNet(nn.Module):
 def build_backbone(spec: BackboneSpec) -> nn.Module:
     """Backbone of a preset's typed `backbone` spec."""
     if isinstance(spec, SecondBackbone):
-        return SECOND(spec.in_channels, list(spec.out_channels), list(spec.layer_nums), list(spec.layer_strides))
+        return SECOND(spec.in_channels, list(spec.out_channels), list(spec.layer_nums),
+                      list(spec.layer_strides))
     if isinstance(spec, RegNetBackbone):
         a = spec.arch
         stages = regnet_stages(a.w0, a.wa, a.wm, a.depth, a.group_w, a.bot_mul)

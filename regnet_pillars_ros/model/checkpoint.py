@@ -43,14 +43,16 @@ def require_file(path: str | Path, what: str = "checkpoint") -> Path:
 
 
 def safe_load(path: str | Path, what: str = "checkpoint") -> Any:
-    """`torch.load(weights_only=True)` with errors that name the file and say why (CheckpointError)."""
+    """`torch.load(weights_only=True)` with errors that name the file and say why
+    (CheckpointError)."""
     path = require_file(path, what)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise CheckpointError(
             f"{what} {path}: refused, it holds objects other than tensors and plain containers "
-            f"(a pickle that can run code); only weights_only files are loaded. Detail: {str(exc).splitlines()[0]}"
+            "(a pickle that can run code); only weights_only files are loaded. "
+            f"Detail: {str(exc).splitlines()[0]}"
         ) from exc
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         raise CheckpointError(f"{what} {path}: unreadable or truncated ({exc})") from exc
@@ -67,14 +69,17 @@ def read_checkpoint(path: str | Path, verify_sha256: bool = True) -> Checkpoint:
     elif isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         state, meta = obj, {}
     else:
-        raise CheckpointError(f"checkpoint {path}: expected a dict with 'state_dict' (mmdet3d format), got {type(obj).__name__}")
+        raise CheckpointError(f"checkpoint {path}: expected a dict with 'state_dict' "
+                              f"(mmdet3d format), got {type(obj).__name__}")
     if not isinstance(meta, dict):
-        raise CheckpointError(f"checkpoint {path}: 'meta' must be a dict, got {type(meta).__name__}")
+        raise CheckpointError(
+            f"checkpoint {path}: 'meta' must be a dict, got {type(meta).__name__}")
     return Checkpoint(str(path), OrderedDict(state), meta)
 
 
 def verify_name_hash(path: Path) -> None:
-    """Official files end in '-<first 8 hex digits of sha256>.pth'; check it when the name has that form."""
+    """Official files end in '-<first 8 hex digits of sha256>.pth'; check it when the name has
+    that form."""
     match = SHA_SUFFIX.search(path.name)
     if not match:
         return
@@ -84,8 +89,10 @@ def verify_name_hash(path: Path) -> None:
             digest.update(chunk)
     if not digest.hexdigest().startswith(match.group(1)):
         raise CheckpointError(
-            f"checkpoint {path}: sha256 starts with {digest.hexdigest()[:8]}, the file name says {match.group(1)}; "
-            "the file is corrupt or renamed (skip this check with verify_sha256=False / --no-verify-sha256)"
+            f"checkpoint {path}: sha256 starts with {digest.hexdigest()[:8]}, "
+            f"the file name says {match.group(1)}; "
+            "the file is corrupt or renamed "
+            "(skip this check with verify_sha256=False / --no-verify-sha256)"
         )
 
 
@@ -112,7 +119,8 @@ def box_convention_of(meta: dict[str, Any]) -> str:
 
 
 def check_against(model: nn.Module, ckpt: Checkpoint, preset: Preset) -> None:
-    """Raise CheckpointError with a readable report unless keys, shapes and classes match exactly."""
+    """Raise CheckpointError with a readable report unless keys, shapes and classes match
+    exactly."""
     expected = model.state_dict()
     missing = [k for k in expected if k not in ckpt.state_dict]
     unexpected = [k for k in ckpt.state_dict if k not in expected]
@@ -122,28 +130,34 @@ def check_against(model: nn.Module, ckpt: Checkpoint, preset: Preset) -> None:
         if k in ckpt.state_dict and tuple(ckpt.state_dict[k].shape) != tuple(v.shape)
     ]
     problems = []
-    for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("mis-shaped keys", misshaped)):
+    for title, items in (("missing keys", missing), ("unexpected keys", unexpected),
+                         ("mis-shaped keys", misshaped)):
         if items:
-            shown = "\n    ".join(items[:10]) + (f"\n    ... and {len(items) - 10} more" if len(items) > 10 else "")
+            shown = "\n    ".join(items[:10]) + (
+                f"\n    ... and {len(items) - 10} more" if len(items) > 10 else "")
             problems.append(f"  {len(items)} {title}:\n    {shown}")
     classes = checkpoint_classes(ckpt.meta)
     if classes is not None and classes != preset.class_names:
-        problems.append(f"  classes in meta {list(classes)} differ from preset {list(preset.class_names)}")
+        problems.append(
+            f"  classes in meta {list(classes)} differ from preset {list(preset.class_names)}")
     if problems:
         raise CheckpointError(
             f"checkpoint {ckpt.path} does not fit preset {preset.name!r}:\n" + "\n".join(problems)
-            + "\n  (is it a checkpoint of another preset? `regnet-pillars keys --preset NAME` lists the expected keys)"
+            + "\n  (is it a checkpoint of another preset? "
+            "`regnet-pillars keys --preset NAME` lists the expected keys)"
         )
 
 
 def load_into(model: nn.Module, ckpt: Checkpoint, preset: Preset) -> None:
     """Strict check, then copy the weights (float32) into the model."""
     check_against(model, ckpt, preset)
-    state = OrderedDict((k, v.float() if v.is_floating_point() else v) for k, v in ckpt.state_dict.items())
+    state = OrderedDict((k, v.float() if v.is_floating_point() else v)
+                        for k, v in ckpt.state_dict.items())
     model.load_state_dict(state, strict=True)
 
 
-def random_state_dict(model: nn.Module, seed: int, cls_bias: float = 0.0) -> "OrderedDict[str, torch.Tensor]":
+def random_state_dict(model: nn.Module, seed: int,
+                      cls_bias: float = 0.0) -> "OrderedDict[str, torch.Tensor]":
     """Seeded random weights with non-trivial BatchNorm statistics, deterministic per seed.
 
     `cls_bias` is added to the classification biases (negative values keep random weights from
@@ -162,8 +176,10 @@ def random_state_dict(model: nn.Module, seed: int, cls_bias: float = 0.0) -> "Or
             values[prefix + "num_batches_tracked"] = torch.tensor(1000, dtype=torch.int64)
         elif isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
             weight = module.weight
-            fan_in = weight[0].numel() if not isinstance(module, nn.ConvTranspose2d) else weight.shape[0] * weight[0, 0].numel()
-            values[prefix + "weight"] = torch.randn(weight.shape, generator=gen) * (2.0 / fan_in) ** 0.5
+            fan_in = (weight[0].numel() if not isinstance(module, nn.ConvTranspose2d)
+                      else weight.shape[0] * weight[0, 0].numel())
+            values[prefix + "weight"] = (torch.randn(weight.shape, generator=gen)
+                                         * (2.0 / fan_in) ** 0.5)
             if module.bias is not None:
                 values[prefix + "bias"] = 0.01 * torch.randn(module.bias.shape, generator=gen)
                 if name.endswith("conv_cls"):
@@ -171,9 +187,10 @@ def random_state_dict(model: nn.Module, seed: int, cls_bias: float = 0.0) -> "Or
     return OrderedDict((key, values[key]) for key in model.state_dict())
 
 
-def write_checkpoint(path: str | Path, state_dict: "OrderedDict[str, torch.Tensor]", preset: Preset, convention: str,
-                     fp16_storage: bool = False, **meta: Any) -> Path:
-    """Write `{'meta', 'state_dict'}` in the official layout; meta records classes and box convention.
+def write_checkpoint(path: str | Path, state_dict: "OrderedDict[str, torch.Tensor]", preset: Preset,
+                     convention: str, fp16_storage: bool = False, **meta: Any) -> Path:
+    """Write `{'meta', 'state_dict'}` in the official layout; meta records classes and box
+    convention.
 
     fp16_storage stores floating tensors as float16 (half the file); loading casts them back to
     the model's float32.
@@ -190,6 +207,7 @@ def write_checkpoint(path: str | Path, state_dict: "OrderedDict[str, torch.Tenso
         **meta,
     }
     if fp16_storage:
-        state_dict = OrderedDict((k, v.half() if v.is_floating_point() else v) for k, v in state_dict.items())
+        state_dict = OrderedDict((k, v.half() if v.is_floating_point() else v)
+                                 for k, v in state_dict.items())
     torch.save({"meta": full_meta, "state_dict": state_dict}, path)
     return path

@@ -36,10 +36,12 @@ def as_model_points(points: np.ndarray | torch.Tensor) -> torch.Tensor:
     Accepts [N, 4] (x, y, z, dt) or [N, 5] (x, y, z, intensity, dt), float32 or float64;
     `usable_points` then selects the model's columns and rows on the detector's device.
     """
-    tensor = torch.from_numpy(np.asarray(points)) if not isinstance(points, torch.Tensor) else points
+    tensor = (torch.from_numpy(np.asarray(points)) if not isinstance(points, torch.Tensor)
+              else points)
     if tensor.dim() != 2 or tensor.shape[1] not in (4, 5):
         raise ValueError(
-            f"points must be [N, 4] (x, y, z, dt) or [N, 5] (x, y, z, intensity, dt), got shape {tuple(tensor.shape)}"
+            "points must be [N, 4] (x, y, z, dt) or [N, 5] (x, y, z, intensity, dt), "
+            f"got shape {tuple(tensor.shape)}"
         )
     if tensor.dtype not in (torch.float32, torch.float64):
         raise ValueError(f"points must be float32 or float64, got {tensor.dtype}")
@@ -48,10 +50,12 @@ def as_model_points(points: np.ndarray | torch.Tensor) -> torch.Tensor:
 
 def model_columns(cloud: torch.Tensor) -> torch.Tensor:
     """float32 [N, 4] (x, y, z, dt) of a validated cloud (slices, so no index from host data)."""
-    return (torch.cat((cloud[:, :3], cloud[:, 4:]), dim=1) if cloud.shape[1] == 5 else cloud).float()
+    return (torch.cat((cloud[:, :3], cloud[:, 4:]), dim=1) if cloud.shape[1] == 5
+            else cloud).float()
 
 
-def usable_mask(points: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def usable_mask(points: torch.Tensor, lo: torch.Tensor,
+                hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Masks [N] of the finite rows of `points` and of those also strictly inside (lo, hi) (the
     test pipeline's PointsRangeFilter)."""
     finite = torch.isfinite(points).all(dim=1)
@@ -59,12 +63,14 @@ def usable_mask(points: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> tup
     return finite, finite & ((xyz > lo) & (xyz < hi)).all(dim=1)
 
 
-def usable_points(cloud: torch.Tensor, point_cloud_range: tuple[float, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+def usable_points(cloud: torch.Tensor,
+                  point_cloud_range: tuple[float, ...]) -> tuple[torch.Tensor, torch.Tensor]:
     """float32 [M, 4] (x, y, z, dt) rows of a validated cloud that are finite and strictly inside
     the range (order kept), and the number of non-finite rows as a 0-d tensor (no host
     synchronisation for it). One pass, on the cloud's device."""
     points = model_columns(cloud)
-    finite, usable = usable_mask(points, points.new_tensor(point_cloud_range[:3]), points.new_tensor(point_cloud_range[3:]))
+    finite, usable = usable_mask(points, points.new_tensor(point_cloud_range[:3]),
+                                 points.new_tensor(point_cloud_range[3:]))
     return points[usable], finite.logical_not().sum()
 
 
@@ -73,7 +79,8 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but torch sees no CUDA GPU (torch {torch.__version__}); use 'cpu' or 'auto'")
+        raise ValueError(f"device {device!r} requested but torch sees no CUDA GPU "
+                         f"(torch {torch.__version__}); use 'cpu' or 'auto'")
     return torch.device(device)
 
 
@@ -88,8 +95,8 @@ class Detector:
         fails is logged and the frames run eagerly from then on.
     """
 
-    def __init__(self, preset: Preset, backend: InferenceBackend, convention: str, device: torch.device, source: str,
-                 capture: FrameCapture | None = None):
+    def __init__(self, preset: Preset, backend: InferenceBackend, convention: str,
+                 device: torch.device, source: str, capture: FrameCapture | None = None):
         if convention not in CONVENTIONS:
             raise ValueError(f"box convention must be one of {CONVENTIONS}, got {convention!r}")
         if capture is not None and not hasattr(backend, "network_padded"):
@@ -128,14 +135,17 @@ class Detector:
         # The whole cloud goes to the device as it came: selecting columns and rows there
         # costs the host no pass over the points.
         in_range, nonfinite = usable_points(cloud.to(self.device), p.point_cloud_range)
-        pillars = voxelize(in_range, p.point_cloud_range, p.voxel_size, p.max_num_points, p.max_voxels)
-        stats = frame_stats(int(cloud.shape[0]), [int(nonfinite), int(in_range.shape[0]), pillars.num_pillars, pillars.overflow])
+        pillars = voxelize(in_range, p.point_cloud_range, p.voxel_size, p.max_num_points,
+                           p.max_voxels)
+        stats = frame_stats(int(cloud.shape[0]), [int(nonfinite), int(in_range.shape[0]),
+                                                  pillars.num_pillars, pillars.overflow])
         return pillars, stats
 
     def anchors(self, level: int, feature_hw: tuple[int, int]) -> torch.Tensor:
         key = (level, *feature_hw)
         if key not in self._anchors:
-            self._anchors[key] = level_anchors(self.preset.anchors, level, feature_hw, self.box_convention, self.device)
+            self._anchors[key] = level_anchors(self.preset.anchors, level, feature_hw,
+                                               self.box_convention, self.device)
         return self._anchors[key]
 
     def postprocess_config(self, score_threshold: float | None = None,
@@ -161,16 +171,20 @@ class Detector:
         timings: dict[str, float] = {}
         start = time.perf_counter()
         cloud = as_model_points(points)
-        replayed = self._replay_frame(cloud, timings) if self.cuda_graph and cloud.shape[0] else None
+        replayed = (self._replay_frame(cloud, timings) if self.cuda_graph and cloud.shape[0]
+                    else None)
         candidates, stats = replayed or self._run_frame(cloud, timings)
         if candidates is None:
             empty = Detections.empty(self.preset.class_names, self.preset.box_code_size)
-            empty.stats, empty.timings_ms = stats, {**timings, "total": (time.perf_counter() - start) * 1e3}
+            empty.stats, empty.timings_ms = stats, {
+                **timings, "total": (time.perf_counter() - start) * 1e3}
             return empty
         with self._stage(timings, "postprocess", always=True):
-            boxes, scores, labels = postprocess(candidates(), self.postprocess_config(score_threshold, max_detections))
+            boxes, scores, labels = postprocess(
+                candidates(), self.postprocess_config(score_threshold, max_detections))
             # One device-to-host copy for the frame's results (labels < 2^24 are exact in float32).
-            rows = torch.cat((boxes.float(), scores.float()[:, None], labels.float()[:, None]), dim=1).cpu().numpy()
+            rows = torch.cat((boxes.float(), scores.float()[:, None], labels.float()[:, None]),
+                             dim=1).cpu().numpy()
             result = Detections(
                 boxes=rows[:, :-2].copy(),
                 scores=rows[:, -2].copy(),
@@ -181,7 +195,9 @@ class Detector:
         result.timings_ms, result.stats = timings, stats
         return result
 
-    def _run_frame(self, cloud: torch.Tensor, timings: dict[str, float]) -> tuple[Callable[[], Candidates] | None, dict[str, int]]:
+    def _run_frame(
+        self, cloud: torch.Tensor, timings: dict[str, float]
+    ) -> tuple[Callable[[], Candidates] | None, dict[str, int]]:
         """Preprocessing and network, eagerly: (the decoding of the head maps, to be timed with the
         postprocessing, or None without pillars; the frame's counts)."""
         with self._stage(timings, "preprocess", always=True):
@@ -192,14 +208,17 @@ class Detector:
             maps = self.backend(pillars.network_inputs(), self._fine_stage(timings))
         return lambda: self.candidates(maps), stats
 
-    def _replay_frame(self, cloud: torch.Tensor, timings: dict[str, float]) -> tuple[Callable[[], Candidates] | None, dict[str, int]] | None:
+    def _replay_frame(
+        self, cloud: torch.Tensor, timings: dict[str, float]
+    ) -> tuple[Callable[[], Candidates] | None, dict[str, int]] | None:
         """`_run_frame` through the CUDA graph of `fixed_size_frame`; None (and eager frames from
         then on, said in the log) if the graph cannot be captured."""
         with self._stage(timings, "preprocess", always=True):
             try:
                 captured = self._captured_frame(cloud)
             except RuntimeError as err:  # an operation the capture refused: the frame still runs
-                log.error("preset %s: capturing the CUDA graph failed, running eagerly from now on: %s", self.preset.name, err)
+                log.error("preset %s: capturing the CUDA graph failed, "
+                          "running eagerly from now on: %s", self.preset.name, err)
                 self._capture, self._captured = None, None
                 return None
             captured.load(cloud)
@@ -208,7 +227,8 @@ class Detector:
             stats = frame_stats(int(cloud.shape[0]), counts.tolist())
         return (lambda: Candidates(*decoded)) if stats["pillars"] else None, stats
 
-    def fixed_size_frame(self, cloud: torch.Tensor, count: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def fixed_size_frame(self, cloud: torch.Tensor,
+                         count: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The steps of a frame whose tensor sizes do not depend on the cloud, as a CUDA graph
         replays them: the first `count` (a 0-d tensor) rows of `cloud` [N, 4|5] range-filtered,
         voxelized (`voxelize_fixed`), through the network (torch backend) and decoded into the
@@ -222,7 +242,8 @@ class Detector:
         inputs, counts = voxelize_fixed(points, usable, self._grid, p.max_num_points, p.max_voxels)
         candidates = self.candidates(self.backend.network_padded(inputs))
         nonfinite = (present & finite.logical_not()).sum()
-        return candidates.boxes, candidates.scores, candidates.dir_labels, torch.cat((torch.stack((nonfinite, usable.sum())), counts))
+        return (candidates.boxes, candidates.scores, candidates.dir_labels,
+                torch.cat((torch.stack((nonfinite, usable.sum())), counts)))
 
     def _captured_frame(self, cloud: torch.Tensor) -> CapturedFrame:
         """The captured `fixed_size_frame`, captured anew for a cloud it has no room for."""
@@ -234,7 +255,8 @@ class Detector:
     def candidates(self, maps: list[torch.Tensor]) -> Candidates:
         """Raw head maps (cls, reg, dir per level) -> decoded top-k candidates of all levels."""
         p = self.preset
-        levels = [flatten_maps(*maps[i:i + 3], p.num_classes, p.box_code_size) for i in range(0, len(maps), 3)]
+        levels = [flatten_maps(*maps[i:i + 3], p.num_classes, p.box_code_size)
+                  for i in range(0, len(maps), 3)]
         anchors = [self.anchors(i // 3, tuple(maps[i].shape[-2:])) for i in range(0, len(maps), 3)]
         return select_candidates(levels, anchors, p.test_cfg.nms_pre)
 

@@ -28,7 +28,8 @@ def no_timing(_: str) -> ContextManager[None]:
 class InferenceBackend(Protocol):
     name: str
 
-    def __call__(self, inputs: NetworkInputs, stage: StageTimer = no_timing) -> list[torch.Tensor]: ...
+    def __call__(self, inputs: NetworkInputs,
+                 stage: StageTimer = no_timing) -> list[torch.Tensor]: ...
 
 
 class PaddedBackend(InferenceBackend, Protocol):

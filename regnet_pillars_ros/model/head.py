@@ -17,13 +17,16 @@ class Anchor3DHead(nn.Module):
         self.conv_reg = nn.Conv2d(in_channels, num_anchors * code_size, 1)
         self.conv_dir_cls = nn.Conv2d(in_channels, num_anchors * 2, 1)
 
-    def forward(self, feats: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    def forward(self,
+                feats: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """Per level: raw maps cls [1, A*K, H, W], reg [1, A*code, H, W], dir [1, A*2, H, W]."""
         return [(self.conv_cls(f), self.conv_reg(f), self.conv_dir_cls(f)) for f in feats]
 
 
-def flatten_maps(cls: torch.Tensor, reg: torch.Tensor, direction: torch.Tensor, num_classes: int, code_size: int) -> tuple[torch.Tensor, ...]:
-    """One image's raw maps of one level -> rows matching its anchors: [H*W*A, K], [H*W*A, code], [H*W*A, 2]."""
+def flatten_maps(cls: torch.Tensor, reg: torch.Tensor, direction: torch.Tensor, num_classes: int,
+                 code_size: int) -> tuple[torch.Tensor, ...]:
+    """One image's raw maps of one level -> rows matching its anchors: [H*W*A, K],
+    [H*W*A, code], [H*W*A, 2]."""
     return (
         cls[0].permute(1, 2, 0).reshape(-1, num_classes),
         reg[0].permute(1, 2, 0).reshape(-1, code_size),
@@ -37,8 +40,10 @@ def _centres(lo: torch.Tensor, hi: torch.Tensor, n: int) -> torch.Tensor:
     return (edges + (edges[1] - edges[0]) / 2)[:n]
 
 
-def level_anchors(cfg: AnchorConfig, level: int, feature_hw: tuple[int, int], convention: str, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Anchors of one level, [H*W*A, 7 + custom] = x, y, z_bottom, size0, size1, size2, rot (, custom).
+def level_anchors(cfg: AnchorConfig, level: int, feature_hw: tuple[int, int], convention: str,
+                  device: torch.device | str = "cpu") -> torch.Tensor:
+    """Anchors of one level, [H*W*A, 7 + custom] = x, y, z_bottom, size0, size1, size2, rot
+    (, custom).
 
     Memory order [H][W][size][rotation], matching the head's output rows.
     """
@@ -60,13 +65,15 @@ def level_anchors(cfg: AnchorConfig, level: int, feature_hw: tuple[int, int], co
         per_size.append(rows)
     anchors = torch.stack(per_size, dim=2)  # [H, W, S, R, 7]
     if cfg.custom_values:
-        custom = anchors.new_tensor(cfg.custom_values).expand(*anchors.shape[:-1], len(cfg.custom_values))
+        custom = anchors.new_tensor(cfg.custom_values).expand(*anchors.shape[:-1],
+                                                              len(cfg.custom_values))
         anchors = torch.cat([anchors, custom], dim=-1)
     return anchors.reshape(-1, anchors.shape[-1])
 
 
 def decode_boxes(anchors: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
-    """DeltaXYZWLHRBBoxCoder.decode: anchors and deltas [N, 7 + c] -> boxes [N, 7 + c] (bottom z)."""
+    """DeltaXYZWLHRBBoxCoder.decode: anchors and deltas [N, 7 + c] -> boxes [N, 7 + c]
+    (bottom z)."""
     xa, ya, za, d0a, d1a, ha, ra = anchors[:, :7].unbind(1)
     xt, yt, zt, t0, t1, th, tr = deltas[:, :7].unbind(1)
     za = za + ha / 2

@@ -32,11 +32,13 @@ def project_rows(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     if x.device.type != "cpu" or n == 0 or not uses_onednn or torch.onnx.is_in_onnx_export():
         return x @ weight.t()
     image = x.reshape(1, 1, n, k).permute(0, 3, 1, 2)
-    return F.conv2d(image, weight.reshape(weight.shape[0], k, 1, 1)).permute(0, 2, 3, 1).reshape(n, -1)
+    return (F.conv2d(image, weight.reshape(weight.shape[0], k, 1, 1))
+            .permute(0, 2, 3, 1).reshape(n, -1))
 
 
 class VFELayer(nn.Module):
-    """Linear (no bias) -> BatchNorm -> ReLU on per-point features; keys `norm.*`, `linear.weight`."""
+    """Linear (no bias) -> BatchNorm -> ReLU on per-point features; keys `norm.*`,
+    `linear.weight`."""
 
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__()
@@ -44,7 +46,8 @@ class VFELayer(nn.Module):
         self.norm = nn.BatchNorm1d(out_channels, eps=BN_EPS, momentum=BN_MOMENTUM)
         self.linear = nn.Linear(in_channels, out_channels, bias=False)
 
-    def project(self, x: torch.Tensor, pooled: torch.Tensor | None = None, index: torch.Tensor | None = None) -> torch.Tensor:
+    def project(self, x: torch.Tensor, pooled: torch.Tensor | None = None,
+                index: torch.Tensor | None = None) -> torch.Tensor:
         """linear(x), or linear([x, pooled[index]]) without building that [P, C_in] concatenation:
         the pooled half of the weights is applied once per pillar, gathered, and the point half
         accumulated into that fresh tensor in place (no further [P, C] temporaries)."""
@@ -84,7 +87,8 @@ class _RowScatter(torch.autograd.Function):
     onnxruntime's CPU provider runs far slower than one ScatterND."""
 
     @staticmethod
-    def forward(ctx, out: torch.Tensor, index: torch.Tensor, rows: torch.Tensor, reduction: str) -> torch.Tensor:
+    def forward(ctx, out: torch.Tensor, index: torch.Tensor, rows: torch.Tensor,
+                reduction: str) -> torch.Tensor:
         return _scatter_rows(out.clone(), index, rows, reduction)
 
     @staticmethod
@@ -93,12 +97,14 @@ class _RowScatter(torch.autograd.Function):
         return g.op("ScatterND", out, g.op("Unsqueeze", index, axes), rows, reduction_s=reduction)
 
 
-def _scatter_rows(out: torch.Tensor, index: torch.Tensor, rows: torch.Tensor, reduction: str) -> torch.Tensor:
+def _scatter_rows(out: torch.Tensor, index: torch.Tensor, rows: torch.Tensor,
+                  reduction: str) -> torch.Tensor:
     reduce = {"add": "sum", "max": "amax"}[reduction]
     return out.scatter_reduce_(0, index.unsqueeze(1).expand_as(rows), rows, reduce=reduce)
 
 
-def scatter_rows(out: torch.Tensor, index: torch.Tensor, rows: torch.Tensor, reduction: str) -> torch.Tensor:
+def scatter_rows(out: torch.Tensor, index: torch.Tensor, rows: torch.Tensor,
+                 reduction: str) -> torch.Tensor:
     """`out[index[k]] = reduction(out[index[k]], rows[k])` for every row k ('add' or 'max'):
     in place in torch, one row-wise ScatterND in an ONNX export."""
     if torch.onnx.is_in_onnx_export():
@@ -108,7 +114,8 @@ def scatter_rows(out: torch.Tensor, index: torch.Tensor, rows: torch.Tensor, red
 
 def segment_max(values: torch.Tensor, segment: torch.Tensor, num_segments: int) -> torch.Tensor:
     """Max of `values` [P, C] over rows that share `segment` [P] -> [num_segments, C]."""
-    return scatter_rows(values.new_full((num_segments, values.shape[1]), float("-inf")), segment, values, "max")
+    return scatter_rows(values.new_full((num_segments, values.shape[1]), float("-inf")), segment,
+                        values, "max")
 
 
 class HardVFE(nn.Module):
@@ -137,8 +144,10 @@ class HardVFE(nn.Module):
         self.register_buffer("cell_offset", torch.tensor(self.offset), persistent=False)
         self.max_num_points = max_num_points
 
-    def augment(self, points: torch.Tensor, point_pillar: torch.Tensor, coors: torch.Tensor, num_points: torch.Tensor) -> torch.Tensor:
-        """[P, 10] = x, y, z, dt, offsets to the pillar's point mean, offsets to the pillar centre."""
+    def augment(self, points: torch.Tensor, point_pillar: torch.Tensor, coors: torch.Tensor,
+                num_points: torch.Tensor) -> torch.Tensor:
+        """[P, 10] = x, y, z, dt, offsets to the pillar's point mean, offsets to the pillar
+        centre."""
         xyz = points[:, :3]
         sums = scatter_rows(xyz.new_zeros((coors.shape[0], 3)), point_pillar, xyz, "add")
         mean = sums / num_points.to(xyz.dtype).unsqueeze(1)
@@ -148,8 +157,8 @@ class HardVFE(nn.Module):
         return torch.cat([points, xyz - mean[point_pillar], xyz - centre], dim=1)
 
     def forward(
-        self, points: torch.Tensor, point_pillar: torch.Tensor, coors: torch.Tensor, num_points: torch.Tensor,
-        activate: ActivateFn | None = None,
+        self, points: torch.Tensor, point_pillar: torch.Tensor, coors: torch.Tensor,
+        num_points: torch.Tensor, activate: ActivateFn | None = None,
     ) -> torch.Tensor:
         """Kept points [P, 4] of M pillars (see `Pillars`) -> pillar features [M, C_out].
 
@@ -166,35 +175,41 @@ class HardVFE(nn.Module):
         pooled = None
         *inner, last = self.vfe_layers
         for layer in inner:
-            x, pad = activate_rows(layer, layer.project(x, pooled, point_pillar), layer.project(pad, pooled))
+            x, pad = activate_rows(layer, layer.project(x, pooled, point_pillar),
+                                   layer.project(pad, pooled))
             pooled = self._pool(x, pad, point_pillar, padded)
         if last.folded and activate is None:
             return self._pool_then_activate(last, x, pad, pooled, point_pillar, padded)
-        x, pad = activate_rows(last, last.project(x, pooled, point_pillar), last.project(pad, pooled))
+        x, pad = activate_rows(last, last.project(x, pooled, point_pillar),
+                               last.project(pad, pooled))
         return self._pool(x, pad, point_pillar, padded)
 
     @staticmethod
-    def _pool_then_activate(layer: VFELayer, x: torch.Tensor, pad: torch.Tensor, pooled: torch.Tensor | None,
-                            point_pillar: torch.Tensor, padded: torch.Tensor) -> torch.Tensor:
+    def _pool_then_activate(layer: VFELayer, x: torch.Tensor, pad: torch.Tensor,
+                            pooled: torch.Tensor | None, point_pillar: torch.Tensor,
+                            padded: torch.Tensor) -> torch.Tensor:
         """The last layer of a folded encoder, pooled before it is activated. Within a pillar and
         channel, the pooled half of the projection plus the shift is one value b, and adding b
         then ReLU is monotonic (rounding included), so max_k relu(a_k + b) == relu(max_k a_k + b).
         Only the point half of the projection runs per point: no [P, C] gather of the pooled
         half, no activation of every point row."""
         weight = layer.linear.weight[:, : x.shape[1]]
-        top = HardVFE._pool(project_rows(x, weight), project_rows(pad, weight), point_pillar, padded)
+        top = HardVFE._pool(project_rows(x, weight), project_rows(pad, weight), point_pillar,
+                            padded)
         if pooled is not None:
             top.addmm_(pooled, layer.linear.weight[:, x.shape[1]:].t())
         return top.add_(layer.shift).relu_()
 
     @staticmethod
-    def _pool(x: torch.Tensor, pad: torch.Tensor, point_pillar: torch.Tensor, padded: torch.Tensor) -> torch.Tensor:
+    def _pool(x: torch.Tensor, pad: torch.Tensor, point_pillar: torch.Tensor,
+              padded: torch.Tensor) -> torch.Tensor:
         """Max over each pillar's points and, where it has free slots, its padding value."""
         pooled = segment_max(x, point_pillar, pad.shape[0])
         return torch.where(padded, torch.maximum(pooled, pad), pooled)
 
 
-def scatter_to_canvas(features: torch.Tensor, coors: torch.Tensor, grid_yx: tuple[int, int], spare_row: bool = False) -> torch.Tensor:
+def scatter_to_canvas(features: torch.Tensor, coors: torch.Tensor, grid_yx: tuple[int, int],
+                      spare_row: bool = False) -> torch.Tensor:
     """PointPillarsScatter: features [M, C] at (z, y, x) cells -> canvas [1, C, ny, nx].
 
     The canvas is stored channels-last: each pillar's features are one contiguous row, written

@@ -1,4 +1,5 @@
-"""Seeded random weights that behave like a trained network's in scale (used when no checkpoint is given).
+"""Seeded random weights that behave like a trained network's in scale (used when no checkpoint
+is given).
 
 Random BatchNorm statistics let activations grow layer after layer until every anchor scores 1.
 So the statistics are measured on a synthetic cloud (one pass in training mode), and the class
@@ -23,9 +24,11 @@ TARGET_BOXES = 20
 def synthetic_cloud(preset: Preset, num_points: int = 20_000, seed: int = SEED) -> torch.Tensor:
     """[N, 4] x, y, z, dt: a ground plane with scattered clutter inside the preset's range."""
     rng = np.random.default_rng(seed)
-    lo, hi = np.array(preset.point_cloud_range[:2]) * 0.8, np.array(preset.point_cloud_range[3:5]) * 0.8
+    lo, hi = (np.array(preset.point_cloud_range[:2]) * 0.8,
+              np.array(preset.point_cloud_range[3:5]) * 0.8)
     xy = rng.uniform(lo, hi, size=(num_points, 2))
-    z = np.where(rng.random(num_points) < 0.7, -1.8 + 0.05 * rng.standard_normal(num_points), rng.uniform(-1.8, 0.5, num_points))
+    z = np.where(rng.random(num_points) < 0.7, -1.8 + 0.05 * rng.standard_normal(num_points),
+                 rng.uniform(-1.8, 0.5, num_points))
     dt = rng.choice(np.arange(10) * 0.05, size=num_points)
     return torch.from_numpy(np.column_stack([xy, z, dt]).astype(np.float32))
 
@@ -35,7 +38,8 @@ def placeholder_weights(net: PointPillarsNet, preset: Preset, score_thr: float) 
     """Load seeded random weights into `net`, calibrated as described in the module docstring."""
     net.load_state_dict(random_state_dict(net, SEED))
     p = preset
-    pillars = voxelize(synthetic_cloud(p), p.point_cloud_range, p.voxel_size, p.max_num_points, p.max_voxels)
+    pillars = voxelize(synthetic_cloud(p), p.point_cloud_range, p.voxel_size, p.max_num_points,
+                       p.max_voxels)
     norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     momentums = [m.momentum for m in norms]
     for m in norms:

@@ -46,9 +46,11 @@ def limit_period(val: torch.Tensor, offset: float, period: float) -> torch.Tenso
 
 
 def select_candidates(
-    levels: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], anchors: list[torch.Tensor], nms_pre: int
+    levels: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], anchors: list[torch.Tensor],
+    nms_pre: int
 ) -> Candidates:
-    """Top `nms_pre` rows of each level by best class score, decoded and concatenated in level order.
+    """Top `nms_pre` rows of each level by best class score, decoded and concatenated in level
+    order.
 
     levels: per level the flattened (cls logits [n, K], deltas [n, code], dir logits [n, 2]).
     """
@@ -58,7 +60,8 @@ def select_candidates(
             # sigmoid is monotonic, so the best class probability of a row is the sigmoid of its
             # best logit (the same floats): only the kept rows need all their probabilities.
             keep = cls.amax(dim=1).sigmoid_().topk(nms_pre)[1]
-            cls, reg, direction, level_anchors = cls[keep], reg[keep], direction[keep], level_anchors[keep]
+            cls, reg, direction, level_anchors = (cls[keep], reg[keep], direction[keep],
+                                                  level_anchors[keep])
         kept.append((level_anchors, reg, cls.sigmoid(), direction))
     # Decoded once for all levels: on a GPU every elementwise op is a kernel launch.
     level_anchors, reg, scores, direction = (torch.cat(part) for part in zip(*kept))
@@ -71,7 +74,8 @@ def physical_bev(boxes: torch.Tensor, convention: str) -> torch.Tensor:
     Goes through mmdet3d's (x1, y1, x2, y2, r) detour so the floats are the ones its NMS sees.
     """
     if convention == "v0":
-        bev = torch.stack([boxes[:, 0], boxes[:, 1], boxes[:, 4], boxes[:, 3], -boxes[:, 6] - HALF_PI], dim=1)
+        bev = torch.stack([boxes[:, 0], boxes[:, 1], boxes[:, 4], boxes[:, 3],
+                           -boxes[:, 6] - HALF_PI], dim=1)
     else:
         bev = boxes[:, [0, 1, 3, 4, 6]]
     half = bev[:, 2:4] / 2
@@ -83,7 +87,9 @@ def physical_bev(boxes: torch.Tensor, convention: str) -> torch.Tensor:
     )
 
 
-def multiclass_nms(cand: Candidates, cfg: PostprocessConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def multiclass_nms(
+    cand: Candidates, cfg: PostprocessConfig
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-class rotated NMS -> (boxes, scores, labels, dir_labels), at most `max_num` rows.
 
     All classes in one batched NMS call (classes never suppress each other); rows come out class by
@@ -91,7 +97,8 @@ def multiclass_nms(cand: Candidates, cfg: PostprocessConfig) -> tuple[torch.Tens
     """
     labels, rows = torch.nonzero(cand.scores.T > cfg.score_thr, as_tuple=True)  # class-major
     scores = cand.scores[rows, labels]
-    keep = nms_rotated_bev(physical_bev(cand.boxes, cfg.convention)[rows], scores, cfg.nms_thr, groups=labels)
+    keep = nms_rotated_bev(physical_bev(cand.boxes, cfg.convention)[rows], scores, cfg.nms_thr,
+                           groups=labels)
     keep = keep[torch.sort(labels[keep], stable=True).indices]
     rows, scores, labels = rows[keep], scores[keep], labels[keep]
     if rows.shape[0] > cfg.max_num:
@@ -100,8 +107,10 @@ def multiclass_nms(cand: Candidates, cfg: PostprocessConfig) -> tuple[torch.Tens
     return cand.boxes[rows], scores, labels, cand.dir_labels[rows]
 
 
-def fix_direction(boxes: torch.Tensor, dir_labels: torch.Tensor, cfg: PostprocessConfig) -> torch.Tensor:
-    """Resolve the heading's pi ambiguity with the direction classifier (yaw in place of column 6)."""
+def fix_direction(boxes: torch.Tensor, dir_labels: torch.Tensor,
+                  cfg: PostprocessConfig) -> torch.Tensor:
+    """Resolve the heading's pi ambiguity with the direction classifier (yaw in place of
+    column 6)."""
     yaw = limit_period(boxes[:, 6] - cfg.dir_offset, cfg.dir_limit_offset, math.pi)
     boxes = boxes.clone()
     boxes[:, 6] = yaw + cfg.dir_offset + math.pi * dir_labels.to(boxes.dtype)
@@ -116,7 +125,8 @@ def to_v1(boxes: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def postprocess(cand: Candidates, cfg: PostprocessConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def postprocess(cand: Candidates,
+                cfg: PostprocessConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Candidates -> final (boxes [M, 7|9] in the v1 convention, scores [M], labels [M])."""
     boxes, scores, labels, dir_labels = multiclass_nms(cand, cfg)
     boxes = fix_direction(boxes, dir_labels, cfg)

@@ -18,7 +18,8 @@ CONV_TAILS = ("weight",)
 BN_TAILS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 FC_TAILS = ("weight", "bias")
 # pycls X-block modules inside `f` -> mmdet Bottleneck modules.
-BLOCK_MODULES = {"a": "conv1", "a_bn": "bn1", "b": "conv2", "b_bn": "bn2", "c": "conv3", "c_bn": "bn3"}
+BLOCK_MODULES = {"a": "conv1", "a_bn": "bn1", "b": "conv2", "b_bn": "bn2", "c": "conv3",
+                 "c_bn": "bn3"}
 
 STEM = re.compile(r"stem\.(conv|bn)\.(\w+)")
 HEAD = re.compile(r"head\.fc\.(\w+)")
@@ -42,7 +43,8 @@ def convert_key(key: str) -> str:
     """The mmdet name of one pycls key; ValueError for any key outside the RegNet layout."""
     if match := STEM.fullmatch(key):
         module, tail = match.groups()
-        return _with_tail(key, "conv1" if module == "conv" else "bn1", tail, CONV_TAILS if module == "conv" else BN_TAILS)
+        return _with_tail(key, "conv1" if module == "conv" else "bn1", tail,
+                          CONV_TAILS if module == "conv" else BN_TAILS)
     if match := HEAD.fullmatch(key):
         return _with_tail(key, "fc", match.group(1), FC_TAILS)
     if match := SHORTCUT.fullmatch(key):
@@ -52,8 +54,10 @@ def convert_key(key: str) -> str:
     if match := BLOCK.fullmatch(key):
         stage, block, module, tail = match.groups()
         allowed = BN_TAILS if module.endswith("_bn") else CONV_TAILS
-        return _with_tail(key, f"layer{stage}.{int(block) - 1}.{BLOCK_MODULES[module]}", tail, allowed)
-    raise ValueError(f"pycls key {key!r} has no mmdet name; expected one of the forms {EXPECTED_FORMS}")
+        return _with_tail(key, f"layer{stage}.{int(block) - 1}.{BLOCK_MODULES[module]}", tail,
+                          allowed)
+    raise ValueError(
+        f"pycls key {key!r} has no mmdet name; expected one of the forms {EXPECTED_FORMS}")
 
 
 def convert_state_dict(state: Mapping[str, torch.Tensor]) -> "OrderedDict[str, torch.Tensor]":
@@ -62,12 +66,14 @@ def convert_state_dict(state: Mapping[str, torch.Tensor]) -> "OrderedDict[str, t
 
 
 def convert_file(src: str | Path, dst: str | Path) -> "OrderedDict[str, torch.Tensor]":
-    """Read a pycls checkpoint (`{'model_state': ...}`) safely, write `{'state_dict': ...}` to `dst`."""
+    """Read a pycls checkpoint (`{'model_state': ...}`) safely, write `{'state_dict': ...}` to
+    `dst`."""
     src, dst = Path(src), Path(dst)
     obj = safe_load(src, what="pycls checkpoint")
     if not isinstance(obj, dict) or not isinstance(obj.get("model_state"), Mapping):
         found = sorted(obj)[:8] if isinstance(obj, dict) else type(obj).__name__
-        raise ValueError(f"pycls checkpoint {src}: expected a dict with 'model_state' (pycls format), got {found}")
+        raise ValueError(f"pycls checkpoint {src}: expected a dict with 'model_state' "
+                         f"(pycls format), got {found}")
     try:
         state = convert_state_dict(obj["model_state"])
     except ValueError as exc:

@@ -50,22 +50,26 @@ def _paired_intersection(a: Tensor, b: Tensor) -> Tensor:
     ca, sa, c, s = cos[0], sin[0], cos[1], sin[1]
     d = (b[:, :2] - a[:, :2]).T
     # b's centre in a's frame, and b's half axes u (along its heading) and v (across it).
-    centre = torch.stack((torch.addcmul(ca * d[0], sa, d[1]), torch.addcmul(ca * d[1], sa, d[0], value=-1.0)))
+    centre = torch.stack((torch.addcmul(ca * d[0], sa, d[1]),
+                          torch.addcmul(ca * d[1], sa, d[0], value=-1.0)))
     u = torch.stack((c, s)) * (0.5 * b[:, 2])
     v = torch.stack((-s, c)) * (0.5 * b[:, 3])
     basis = torch.stack((centre, u, v)).div_(half_a)  # [3, 2, P], per axis over a's half extents
-    # Counter-clockwise corners centre -u-v, +u-v, +u+v, -u+v, then the edges leaving them: [8, 2, P].
-    corners_edges = torch.mm(_corner_edge_matrix(a.device, a.dtype).T, basis.view(3, -1)).view(8, 2, -1)
+    # Counter-clockwise corners centre -u-v, +u-v, +u+v, -u+v, then the edges leaving them:
+    # [8, 2, P].
+    corners_edges = torch.mm(_corner_edge_matrix(a.device, a.dtype).T,
+                             basis.view(3, -1)).view(8, 2, -1)
     x, e = corners_edges[:4], corners_edges[4:]
     # Edge parameters of the crossings with the lines -1 and +1 of each axis, clamped to the edge;
     # nan (edge on a line) and +-inf (edge parallel to it) also become points of the edge, which
     # is harmless: such an edge does not cross that line, so clamping stays affine along it.
-    t = torch.stack((-1 - x, 1 - x)).div_(e).nan_to_num_(0.0).clamp_(0.0, 1.0)  # [2 lines, 4 edges, 2 axes, P]
+    # [2 lines, 4 edges, 2 axes, P]
+    t = torch.stack((-1 - x, 1 - x)).div_(e).nan_to_num_(0.0).clamp_(0.0, 1.0)
     # The edge lies in the x slab for t in [x_lo, x_hi] and in the y slab for t in [y_lo, y_hi].
     # Clamping is constant before min(x_lo, y_lo) and after max(x_hi, y_hi) (the edge is then in a
-    # corner cell, outside both slabs), so only mid_lo = max(x_lo, y_lo) and mid_hi = min(x_hi, y_hi)
-    # are needed as split points. If mid_lo > mid_hi the edge crosses a corner cell between them
-    # and both clamp to that corner, so they need no sorting.
+    # corner cell, outside both slabs), so only mid_lo = max(x_lo, y_lo) and
+    # mid_hi = min(x_hi, y_hi) are needed as split points. If mid_lo > mid_hi the edge crosses a
+    # corner cell between them and both clamp to that corner, so they need no sorting.
     mid_lo, mid_hi = t.amin(dim=0).amax(dim=1), t.amax(dim=0).amin(dim=1)  # [4 edges, P]
     # Boundary points in order: per edge its start corner (t = 0) and the two split points, then
     # the first corner again to close the polygon.
@@ -122,7 +126,8 @@ def _half_spans(boxes: Tensor) -> Tensor:
     overlapping one."""
     c, s = torch.cos(boxes[:, 4]).abs(), torch.sin(boxes[:, 4]).abs()
     half = 0.5 * (1.0 + 1e-9)
-    return torch.stack((boxes[:, 2] * c + boxes[:, 3] * s, boxes[:, 2] * s + boxes[:, 3] * c), dim=1) * half
+    return torch.stack((boxes[:, 2] * c + boxes[:, 3] * s, boxes[:, 2] * s + boxes[:, 3] * c),
+                       dim=1) * half
 
 
 def _may_overlap(a: Tensor, b: Tensor) -> Tensor:
@@ -132,7 +137,8 @@ def _may_overlap(a: Tensor, b: Tensor) -> Tensor:
     return gap.all(dim=2)
 
 
-def _candidate_pairs(boxes: Tensor, groups: Tensor, iou_threshold: float, dense: bool | None = None) -> tuple[Tensor, Tensor]:
+def _candidate_pairs(boxes: Tensor, groups: Tensor, iou_threshold: float,
+                     dense: bool | None = None) -> tuple[Tensor, Tensor]:
     """Index pairs ``i < j`` of ``boxes`` in the same group whose IoU may exceed ``iou_threshold``.
 
     Each pair is kept when a cheap upper bound of its IoU reaches the threshold: the intersection
@@ -163,7 +169,8 @@ def _candidate_pairs(boxes: Tensor, groups: Tensor, iou_threshold: float, dense:
     table = torch.stack((lo, hi, other_lo, other_hi, area, groups.to(boxes.dtype)), dim=1)
 
     def bound_reaches(first: Tensor, second: Tensor) -> Tensor:
-        """Mask of the pairs of table rows (broadcast) in one group whose IoU bound reaches the threshold."""
+        """Mask of the pairs of table rows (broadcast) in one group whose IoU bound reaches the
+        threshold."""
         a, b = first.unbind(-1), second.unbind(-1)
         # Overlap of the bounding boxes along each axis (<= 0: apart on that axis).
         along = torch.minimum(a[1], b[1]) - torch.maximum(a[0], b[0])
@@ -183,17 +190,21 @@ def _candidate_pairs(boxes: Tensor, groups: Tensor, iou_threshold: float, dense:
     rank = torch.arange(n, device=boxes.device)
     counts = (stop - rank - 1).clamp(min=0)
     ends = counts.cumsum(0)
-    # On the CPU the runs are expanded in slices of about _CPU_SWEEP_BATCH pairs, elsewhere all at once.
+    # On the CPU the runs are expanded in slices of about _CPU_SWEEP_BATCH pairs, elsewhere all at
+    # once.
     cuts = [0, n]
     if boxes.device.type == "cpu":
-        marks = torch.arange(_CPU_SWEEP_BATCH, max(int(ends[-1]), _CPU_SWEEP_BATCH), _CPU_SWEEP_BATCH)
+        marks = torch.arange(_CPU_SWEEP_BATCH, max(int(ends[-1]), _CPU_SWEEP_BATCH),
+                             _CPU_SWEEP_BATCH)
         cuts[1:1] = torch.searchsorted(ends, marks).tolist()
     pairs = []
     sorted_table = table[order]  # rows and cols below are positions in the sweep's order
     for a, b in zip(cuts[:-1], cuts[1:]):
         rows = torch.repeat_interleave(rank[a:b], counts[a:b])
-        cols = rows + 1 + torch.arange(rows.shape[0], device=boxes.device) + (ends[a] - counts[a]) - (ends - counts)[rows]
-        close = bound_reaches(sorted_table[rows], sorted_table[cols]).nonzero().squeeze(1)  # one sync for both sides
+        cols = (rows + 1 + torch.arange(rows.shape[0], device=boxes.device) + (ends[a] - counts[a])
+                - (ends - counts)[rows])
+        # one sync for both sides
+        close = bound_reaches(sorted_table[rows], sorted_table[cols]).nonzero().squeeze(1)
         pairs.append((rows[close], cols[close]))
     i, j = (order[torch.cat(side)] for side in zip(*pairs))
     return torch.minimum(i, j), torch.maximum(i, j)
@@ -211,7 +222,8 @@ def rotated_iou_bev(boxes_a: Tensor, boxes_b: Tensor) -> Tensor:
     return iou.to(boxes_a.dtype)
 
 
-def nms_rotated_bev(boxes: Tensor, scores: Tensor, iou_threshold: float, groups: Tensor | None = None) -> Tensor:
+def nms_rotated_bev(boxes: Tensor, scores: Tensor, iou_threshold: float,
+                    groups: Tensor | None = None) -> Tensor:
     """Greedy rotated NMS; returns the kept indices ``[K]`` (int64) in descending score order.
 
     Boxes are visited in descending score (stable sort, so ties keep input order); a box is
@@ -278,11 +290,13 @@ def _clustered_boxes(n: int, generator: torch.Generator) -> tuple[Tensor, Tensor
     """Detector-like candidates: clusters of ~10 jittered boxes scattered over a 100 m square."""
     clusters = max(1, n // 10)
     centres = (torch.rand(clusters, 2, generator=generator) - 0.5) * 100.0
-    sizes = torch.rand(clusters, 2, generator=generator) * torch.tensor([4.0, 1.5]) + torch.tensor([0.5, 0.5])
+    sizes = (torch.rand(clusters, 2, generator=generator) * torch.tensor([4.0, 1.5])
+             + torch.tensor([0.5, 0.5]))
     member = torch.randint(0, clusters, (n,), generator=generator)
     xy = centres[member] + torch.randn(n, 2, generator=generator) * 0.5
     dxdy = sizes[member] * (1.0 + 0.1 * torch.randn(n, 2, generator=generator)).clamp(min=0.5)
-    yaw = torch.rand(clusters, generator=generator)[member] * 6.3 + 0.2 * torch.randn(n, generator=generator)
+    yaw = (torch.rand(clusters, generator=generator)[member] * 6.3
+           + 0.2 * torch.randn(n, generator=generator))
     boxes = torch.cat((xy, dxdy, yaw[:, None]), dim=1).float()
     return boxes, torch.rand(n, generator=generator)
 
@@ -305,4 +319,5 @@ def benchmark(sizes: tuple[int, ...] = (1000, 3000), repeats: int = 15) -> dict[
 
 if __name__ == "__main__":
     for count, ms in benchmark().items():
-        print(f"nms_rotated_bev: {count} candidates, median {ms:.2f} ms ({torch.get_num_threads()} threads)")
+        print(f"nms_rotated_bev: {count} candidates, median {ms:.2f} ms "
+              f"({torch.get_num_threads()} threads)")

@@ -69,20 +69,24 @@ class VoxelGrid:
     shape: tuple[int, int, int]  # gx, gy, gz on the host
 
     @classmethod
-    def of(cls, point_cloud_range: tuple[float, ...], voxel_size: tuple[float, ...], device: torch.device | str = "cpu") -> "VoxelGrid":
+    def of(cls, point_cloud_range: tuple[float, ...], voxel_size: tuple[float, ...],
+           device: torch.device | str = "cpu") -> "VoxelGrid":
         # The grid shape is computed on the host (the same float32 arithmetic as on any device).
-        lo, hi, size = (torch.tensor(v, dtype=torch.float32) for v in (point_cloud_range[:3], point_cloud_range[3:], voxel_size))
+        lo, hi, size = (torch.tensor(v, dtype=torch.float32)
+                        for v in (point_cloud_range[:3], point_cloud_range[3:], voxel_size))
         cells = torch.round((hi - lo) / size).to(torch.long)
         gx, gy, gz = cells.tolist()
         spare = torch.tensor([0, gy, 0], device=device)
-        return cls(lo.to(device), hi.to(device), size.to(device), cells.to(device), spare, (gx, gy, gz))
+        return cls(lo.to(device), hi.to(device), size.to(device), cells.to(device), spare,
+                   (gx, gy, gz))
 
     @property
     def num_cells(self) -> int:
         gx, gy, gz = self.shape
         return gx * gy * gz
 
-    def cell_index(self, points: torch.Tensor, usable: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def cell_index(self, points: torch.Tensor,
+                   usable: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Linear cell of each point [N] (`num_cells`, one sentinel cell past the grid, for points
         outside it or not `usable`) and the mask of the points inside."""
         gx, gy, _ = self.shape
@@ -93,7 +97,8 @@ class VoxelGrid:
         inside = ((cell >= 0) & (cell < self.cells)).all(dim=1)
         if usable is not None:
             inside &= usable
-        return torch.where(inside, (cell[:, 2] * gy + cell[:, 1]) * gx + cell[:, 0], self.num_cells), inside
+        return torch.where(inside, (cell[:, 2] * gy + cell[:, 1]) * gx + cell[:, 0],
+                           self.num_cells), inside
 
     def coors(self, cells: torch.Tensor) -> torch.Tensor:
         """(z, y, x) of linear cells [M] -> [M, 3]."""
@@ -106,7 +111,8 @@ def _first_appearance(linear: torch.Tensor, num_cells: int) -> torch.Tensor:
     n = linear.shape[0]
     first = torch.full((num_cells + 1,), n, dtype=torch.long, device=linear.device)
     first.scatter_reduce_(0, linear, torch.arange(n, device=linear.device), reduce="amin")
-    first[num_cells:].fill_(n)  # the sentinel cell; not `first[num_cells] = n`, a copy from host memory
+    # the sentinel cell; not `first[num_cells] = n`, a copy from host memory
+    first[num_cells:].fill_(n)
     return first
 
 
@@ -122,7 +128,8 @@ class _Slots:
     kept: torch.Tensor  # [n] in a pillar and within its first max_num_points
 
 
-def _slots(linear: torch.Tensor, rank: torch.Tensor, num_pillars: int, max_num_points: int) -> _Slots:
+def _slots(linear: torch.Tensor, rank: torch.Tensor, num_pillars: int,
+           max_num_points: int) -> _Slots:
     """Sort the points of cells ranked by `rank` (cell -> pillar, num_pillars for dropped cells)."""
     point_rank, index = torch.sort(rank[linear], stable=True)
     counts = torch.zeros(num_pillars + 1, dtype=torch.long, device=linear.device)
@@ -156,8 +163,10 @@ def voxelize(
     s = _slots(linear, rank, num_pillars, max_num_points)
 
     # Host sync 2: points in pillars, points kept, and how many fell past max_voxels.
-    num_valid, num_kept, overflow = torch.stack((s.starts[-1], s.kept.sum(), inside.sum() - s.starts[-1])).tolist()
-    at: slice | torch.Tensor = slice(num_kept)  # no pillar over max_num_points: the kept points lead
+    num_valid, num_kept, overflow = torch.stack(
+        (s.starts[-1], s.kept.sum(), inside.sum() - s.starts[-1])).tolist()
+    # no pillar over max_num_points: the kept points lead
+    at: slice | torch.Tensor = slice(num_kept)
     if num_kept < num_valid:
         # Stable partition, kept points first: a permutation (dropped points fill the end
         # backwards), so the scatter is deterministic.
@@ -178,7 +187,8 @@ def voxelize(
 
 
 def voxelize_fixed(
-    points: torch.Tensor, usable: torch.Tensor, grid: VoxelGrid, max_num_points: int, max_voxels: int
+    points: torch.Tensor, usable: torch.Tensor, grid: VoxelGrid, max_num_points: int,
+    max_voxels: int
 ) -> tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
     """`voxelize` of the `usable` rows of `points` [N, C], padded to sizes fixed by N and
     `max_voxels` alone, with no host synchronisation.
@@ -204,7 +214,8 @@ def voxelize_fixed(
     padding = m + torch.arange(n, device=device) % PAD_SPREAD
     point_pillar = torch.where(s.kept, s.point_rank, padding)
     kept_points = torch.where(s.kept[:, None], points[s.index], 0.0)
-    coors = torch.cat((torch.where(valid[:, None], grid.coors(occupied), grid.spare), grid.spare.expand(PAD_SPREAD, 3)))
+    coors = torch.cat((torch.where(valid[:, None], grid.coors(occupied), grid.spare),
+                       grid.spare.expand(PAD_SPREAD, 3)))
     num_points = torch.cat((torch.where(valid, s.counts[:m].clamp(max=max_num_points), 1),
                             torch.ones(PAD_SPREAD, dtype=torch.long, device=device)))
     counts = torch.stack((valid.sum(), inside.sum() - s.starts[m]))

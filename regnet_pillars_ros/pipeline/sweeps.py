@@ -109,7 +109,8 @@ class SweepAccumulator:
         sweep = Sweep(points, stamp_ns, frame_id, pose)
         with self._lock:
             newest = self._past[0] if self._past else None
-            if newest and (stamp_ns <= newest.stamp_ns or newest.points.shape[1] != points.shape[1]):
+            if newest and (stamp_ns <= newest.stamp_ns
+                           or newest.points.shape[1] != points.shape[1]):
                 self._past.clear()  # time went back (bag loop) or the cloud layout changed
             window = SweepWindow(sweep, tuple(self._past))
             if self.num_sweeps:

@@ -233,8 +233,10 @@ class TransformBuffer:
         if common is None:
             raise TransformError(f"'{source}' and '{target}' are not connected "
                                  f"(roots '{up_source[-1]}' and '{up_target[-1]}')")
-        to_common = self._to_ancestor(up_source[:up_source.index(common) + 1], stamp_ns, tolerance_ns)
-        from_common = self._to_ancestor(up_target[:up_target.index(common) + 1], stamp_ns, tolerance_ns)
+        to_common = self._to_ancestor(up_source[:up_source.index(common) + 1], stamp_ns,
+                                      tolerance_ns)
+        from_common = self._to_ancestor(up_target[:up_target.index(common) + 1], stamp_ns,
+                                        tolerance_ns)
         return from_common.inverse() @ to_common
 
 

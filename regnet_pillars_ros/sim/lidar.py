@@ -110,7 +110,8 @@ def cast_rays(directions: np.ndarray, boxes: np.ndarray, ground_z: float | None,
 
 
 def _candidate_pairs(directions: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(ray, box) index pairs whose ray azimuth lies in the box's azimuth extent seen from the origin."""
+    """(ray, box) index pairs whose ray azimuth lies in the box's azimuth extent seen from the
+    origin."""
     n, m = len(directions), len(boxes)
     if m == 0 or n == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)

@@ -1,4 +1,5 @@
-"""Bird's-eye view of a simulated sample: ``python -m regnet_pillars_ros.sim.preview --seed 0 -o sim.png``.
+"""Bird's-eye view of a simulated sample:
+``python -m regnet_pillars_ros.sim.preview --seed 0 -o sim.png``.
 
 Also prints the simulator's speed (``--bench``).
 """
@@ -77,7 +78,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("-o", "--output", type=Path, default=Path("sim.png"))
     parser.add_argument("--bench", action="store_true", help="also print the simulator's speed")
     parser.add_argument("--save-cloud", type=Path, metavar="NPY",
-                        help="also save the merged 11-sweep cloud [N, 5] x, y, z, intensity, dt (bench --cloud reads it)")
+                        help="also save the merged 11-sweep cloud [N, 5] x, y, z, intensity, dt "
+                             "(bench --cloud reads it)")
     args = parser.parse_args(argv)
     scene = generate_scene(args.seed)
     sample = simulate_sample(scene, args.key, seed=args.seed)

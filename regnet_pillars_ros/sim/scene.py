@@ -90,9 +90,10 @@ class Scene:
         if (self.boxes.shape != (m, 7) or self.velocities.shape != (m, 2)
                 or self.labels.shape != (m,) or self.clutter.shape != (k, 7)
                 or len(self.clutter_names) != k):
-            raise ValueError(f"expected boxes [M, 7], velocities [M, 2], labels [M], clutter [K, 7] "
-                             f"and K clutter names; got {self.boxes.shape}, {self.velocities.shape}, "
-                             f"{self.labels.shape}, {self.clutter.shape}, {len(self.clutter_names)}")
+            raise ValueError(
+                f"expected boxes [M, 7], velocities [M, 2], labels [M], clutter [K, 7] "
+                f"and K clutter names; got {self.boxes.shape}, {self.velocities.shape}, "
+                f"{self.labels.shape}, {self.clutter.shape}, {len(self.clutter_names)}")
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -132,7 +133,8 @@ def generate_scene(seed: int, num_objects: int = 80, num_clutter: int = 20, dura
         label = int(rng.choice(len(specs), p=weights / weights.sum()))
         spec = specs[class_names[label]]
         size = np.array(spec.size) * np.clip(1 + size_jitter * rng.standard_normal(3), 0.7, 1.3)
-        speed = rng.uniform(0.2, 1.0) * spec.max_speed if rng.random() < spec.moving_fraction else 0.0
+        speed = (rng.uniform(0.2, 1.0) * spec.max_speed if rng.random() < spec.moving_fraction
+                 else 0.0)
         if layout.place(size, speed):
             labels.append(label)
             tries = 0
@@ -164,7 +166,8 @@ class _Layout:
         self.velocities: list[np.ndarray] = []
 
     def place(self, size: np.ndarray, speed: float) -> bool:
-        """Try one random pose for a box of ``size`` driving forwards at ``speed``; keep it if free."""
+        """Try one random pose for a box of ``size`` driving forwards at ``speed``; keep it if
+        free."""
         yaw = self.rng.uniform(-np.pi, np.pi)
         velocity = speed * np.array([np.cos(yaw), np.sin(yaw)])
         anchor = self.ego_xy[self.rng.integers(len(self.ego_xy))]

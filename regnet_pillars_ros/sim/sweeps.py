@@ -100,7 +100,8 @@ def hit_boxes_in_frame(scene: Scene, t: float, pose: Transform) -> np.ndarray:
 
 def simulate_sweep(scene: Scene, index: int, lidar: LidarConfig = LidarConfig(),
                    seed: int = 0) -> SimSweep:
-    """Sweep ``index`` (at ``index / lidar.rate_hz`` s) of ``scene``; deterministic in (seed, index)."""
+    """Sweep ``index`` (at ``index / lidar.rate_hz`` s) of ``scene``; deterministic in
+    (seed, index)."""
     t = index / lidar.rate_hz
     ego = ego_pose(scene, t)
     sensor = ego @ mount_transform(lidar)
@@ -113,8 +114,8 @@ def simulate_sweep(scene: Scene, index: int, lidar: LidarConfig = LidarConfig(),
 
 
 def make_sample(scene: Scene, key: SimSweep, past: Sequence[SimSweep]) -> Sample:
-    """Stack ``key`` and its ``past`` sweeps (newest first) into the model input as the test pipeline
-    does (the node's `SweepAccumulator`), with the key frame's ground truth."""
+    """Stack ``key`` and its ``past`` sweeps (newest first) into the model input as the test
+    pipeline does (the node's `SweepAccumulator`), with the key frame's ground truth."""
     accumulator = SweepAccumulator(len(past))
     for sweep in reversed(past):
         accumulator.add(sweep.points[:, :4], sweep.stamp_ns, sweep.sensor_pose)

@@ -25,7 +25,8 @@ INPUT_FRAME = "lidar_top"
 TIMING_TOPIC = "/detector_node/debug/processing_time/total_ms"
 
 
-def latency_stats(latencies_ms: list[float], published: int, detector_ms: Sequence[float] = ()) -> dict[str, float | int]:
+def latency_stats(latencies_ms: list[float], published: int,
+                  detector_ms: Sequence[float] = ()) -> dict[str, float | int]:
     """p50/p90/p99/max of the answered frames, how many frames got no answer, and the median of
     the detector's own frame times with what the rest of the path added to the p50."""
     out: dict[str, float | int] = {"published": published, "answered": len(latencies_ms),
@@ -36,7 +37,8 @@ def latency_stats(latencies_ms: list[float], published: int, detector_ms: Sequen
                    p99_ms=round(float(p99), 1), max_ms=round(max(latencies_ms), 1))
     if latencies_ms and len(detector_ms):
         detector = float(np.median(detector_ms))
-        out.update(detector_p50_ms=round(detector, 1), rest_p50_ms=round(out["p50_ms"] - detector, 1))
+        out.update(detector_p50_ms=round(detector, 1),
+                   rest_p50_ms=round(out["p50_ms"] - detector, 1))
     return out
 
 
@@ -54,12 +56,14 @@ def run_stream(player: Player, node, world: np.ndarray, frames: int, rate_hz: fl
     from std_msgs.msg import Float64
 
     detector_ms: list[float] = []
-    timing = player.node.create_subscription(Float64, TIMING_TOPIC, lambda m: detector_ms.append(m.data), 100)
+    timing = player.node.create_subscription(Float64, TIMING_TOPIC,
+                                             lambda m: detector_ms.append(m.data), 100)
     try:
         latencies = _stream(player, node, world, frames, rate_hz)
         # Each frame's timing follows its detections: wait briefly for the last ones.
         deadline = time.monotonic() + 2.0
-        player.spin_until(lambda: len(detector_ms) >= len(latencies) or time.monotonic() > deadline, node)
+        player.spin_until(
+            lambda: len(detector_ms) >= len(latencies) or time.monotonic() > deadline, node)
     finally:
         player.node.destroy_subscription(timing)
     return latencies, detector_ms
@@ -122,8 +126,8 @@ def main(argv: list[str] | None = None) -> int:
                     return 1
                 for n in args.points:
                     player.results.clear()
-                    latencies, detector_ms = run_stream(player, node, resample(world, n), args.frames,
-                                                        args.rate)
+                    latencies, detector_ms = run_stream(player, node, resample(world, n),
+                                                        args.frames, args.rate)
                     rows.append({"preset": preset, "points": n,
                                  **latency_stats(latencies, args.frames, detector_ms)})
                     print(table(rows[-1:]).splitlines()[-1], flush=True)

@@ -51,7 +51,8 @@ class Frame:
 
 def world_points(repo: Path) -> tuple[np.ndarray, str]:
     """The static world in odom and where it came from: the real nuScenes key frame if present,
-    else a simulated scan; either is seen from the LiDAR at LIDAR_IN_BASE of the ego at the origin."""
+    else a simulated scan; either is seen from the LiDAR at LIDAR_IN_BASE of the ego at the
+    origin."""
     path = repo.parent / REALDATA_FRAME
     if path.is_file():
         xyz = np.fromfile(path, np.float32).reshape(-1, 5)[:, :3]

@@ -160,8 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
         f"  regnet-pillars bag-from-dataset --dataroot data/nuscenes --version v1.0-mini -o bags/\n"
         f"  {PROG} bags/ --preset nus-regnetx-400mf-fpn --checkpoint model.pth "
         "--dataroot data/nuscenes -o report/\n"
-        f"  torchrun --nproc-per-node 4 -m regnet_pillars_ros.tools.evaluate bags/ --preset nus-fpn "
-        "--device cuda --dataroot data/nuscenes -o report/\n"
+        f"  torchrun --nproc-per-node 4 -m regnet_pillars_ros.tools.evaluate bags/ "
+        "--preset nus-fpn --device cuda --dataroot data/nuscenes -o report/\n"
         f"  {PROG} bags/scene-0103 --preset nus-secfpn --live --dataroot data/nuscenes "
         "--split mini_val -o report/")
     p.add_argument("bag", type=Path, help="a scene bag, or a folder of them (bag-from-dataset -o)")

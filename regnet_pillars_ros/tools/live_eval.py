@@ -3,11 +3,11 @@
 Starts detector_node (use_sim_time, the evaluation's output thresholds), publishes each bag's
 /clock, /tf, /tf_static and clouds in bag order, either at ``rate`` times the recorded speed (a
 node slower than that drops clouds, as deployed) or ``paced`` (each cloud waits for the node's
-output before the next cloud: nothing dropped), records the node's Detection3DArray and velocity outputs into a new
-bag and turns those of the key frames' stamps into the same per-key-frame results as the
-offline replay. Latency: cloud published -> detections received (wall clock). Every output also
-gets its publication time on the bags' clock, input stamp + latency x rate, for the streaming
-evaluation.
+output before the next cloud: nothing dropped), records the node's Detection3DArray and velocity
+outputs into a new bag and turns those of the key frames' stamps into the same per-key-frame
+results as the offline replay. Latency: cloud published -> detections received (wall clock).
+Every output also gets its publication time on the bags' clock, input stamp + latency x rate,
+for the streaming evaluation.
 """
 from __future__ import annotations
 
@@ -59,7 +59,8 @@ def node_parameters(config: ReplayConfig) -> dict[str, str]:
     """The node's command-line parameters for an evaluation run."""
     out = config.output
     params = {"use_sim_time": "true", "device": config.device,
-              "score_threshold": str(out.score_threshold), "max_detections": str(out.max_detections)}
+              "score_threshold": str(out.score_threshold),
+              "max_detections": str(out.max_detections)}
     if config.checkpoint:
         params["checkpoint"] = config.checkpoint
     if out.class_thresholds:
