@@ -1,4 +1,5 @@
-"""The frame benchmark: a tiny real run through the CLI, and its cloud generator (never asserts speed)."""
+"""The frame benchmark: a tiny real run through the CLI, and its cloud generator (never asserts
+speed)."""
 from __future__ import annotations
 
 import json
@@ -8,7 +9,8 @@ import pytest
 import torch
 
 from regnet_pillars_ros.cli import main
-from regnet_pillars_ros.runtime.bench import COMPOSITE_CLOUD, STAGES, make_cloud, network_gflop, percentiles, time_preset
+from regnet_pillars_ros.runtime.bench import (COMPOSITE_CLOUD, STAGES, make_cloud, network_gflop,
+                                              percentiles, time_preset)
 from regnet_pillars_ros.runtime.factory import build_detector
 
 PRESET = "nus-secfpn"
@@ -17,8 +19,8 @@ PRESET = "nus-secfpn"
 def test_tiny_bench_reports_every_field(tmp_path, capsys):
     json_path = tmp_path / "out" / "bench.json"
     threads = torch.get_num_threads()
-    code = main(["bench", "--preset", PRESET, "--device", "cpu", "--points", "3000", "--repeats", "2",
-                 "--warmup", "0", "--threads", "1", "--json", str(json_path)])
+    code = main(["bench", "--preset", PRESET, "--device", "cpu", "--points", "3000",
+                 "--repeats", "2", "--warmup", "0", "--threads", "1", "--json", str(json_path)])
     out = capsys.readouterr().out
     assert code == 0
     report = json.loads(json_path.read_text())
@@ -46,15 +48,17 @@ def test_tiny_bench_reports_every_field(tmp_path, capsys):
     assert f"| {sum(result['gflop'].values()):.1f} (" in out
     assert result["voxelize_ms"] > 0  # the voxelization alone, reported next to the frame's stages
     assert f"| {result['voxelize_ms']:.2f} | {result['frame']['detections']} |" in out
-    assert (tmp_path / "out" / "bench.md").read_text() in out  # the printed table is the written one
-    assert f"| {PRESET} | torch fp32 | {result['frame']['points_in_range']} | {result['frame']['pillars']} |" in out
+    # The printed table is the written one.
+    assert (tmp_path / "out" / "bench.md").read_text() in out
+    assert (f"| {PRESET} | torch fp32 | {result['frame']['points_in_range']} "
+            f"| {result['frame']['pillars']} |") in out
 
 
 def test_bench_covers_every_backend(tmp_path, monkeypatch):
     monkeypatch.setenv("REGNET_PILLARS_CACHE", str(tmp_path / "cache"))
     json_path = tmp_path / "bench.json"
-    assert main(["bench", "--preset", PRESET, "--backend", "all", "--points", "3000", "--repeats", "1",
-                 "--warmup", "0", "--json", str(json_path)]) == 0
+    assert main(["bench", "--preset", PRESET, "--backend", "all", "--points", "3000",
+                 "--repeats", "1", "--warmup", "0", "--json", str(json_path)]) == 0
     torch_run, ort_run = json.loads(json_path.read_text())["results"]
     assert (torch_run["backend"], ort_run["backend"]) == ("torch", "onnxruntime")
     assert ort_run["stages_ms"]["network"]["median"] > 0 and "backbone" not in ort_run["stages_ms"]
@@ -89,7 +93,8 @@ def test_generated_cloud_is_deterministic_and_sized(source):
     assert np.isfinite(cloud).all()
     assert 0 <= cloud[:, 4].min() and cloud[:, 4].max() >= 0.4  # several sweeps' time lags
     assert ("synthetic" in origin) == (source is None) and "100000" in origin
-    assert len(np.unique(cloud[:, :2], axis=0)) > 0.99 * len(cloud)  # tiled copies are jittered, not repeated
+    # Tiled copies are jittered, not repeated.
+    assert len(np.unique(cloud[:, :2], axis=0)) > 0.99 * len(cloud)
 
 
 def test_a_cloud_outside_the_range_is_refused():
@@ -100,5 +105,6 @@ def test_a_cloud_outside_the_range_is_refused():
 
 
 def test_percentiles_of_known_samples():
-    assert percentiles([float(v) for v in range(1, 11)]) == {"median": 5.5, "p90": pytest.approx(9.1)}
+    assert percentiles([float(v) for v in range(1, 11)]) == {"median": 5.5,
+                                                             "p90": pytest.approx(9.1)}
     assert percentiles([12.5]) == {"median": 12.5, "p90": 12.5}

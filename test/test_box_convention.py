@@ -14,11 +14,13 @@ from regnet_pillars_ros.model.checkpoint import box_convention_of, read_checkpoi
 from regnet_pillars_ros.model.postprocess import physical_bev, to_v1
 from regnet_pillars_ros.runtime.factory import build_detector
 
-FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "mmdet3d" / "nus-regnetx-400mf-secfpn-s11"
+FIXTURE = (Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "mmdet3d"
+           / "nus-regnetx-400mf-secfpn-s11")
 
 
 def footprint_v0(box: np.ndarray) -> np.ndarray:
-    """Corners of a v0.x box (x, y, z, w, l, h, r_old): w along local x, rotated clockwise by r_old."""
+    """Corners of a v0.x box (x, y, z, w, l, h, r_old): w along local x, rotated clockwise by
+    r_old."""
     x, y, _, w, l, _, r = box[:7]
     local = np.array([[w / 2, l / 2], [-w / 2, l / 2], [-w / 2, -l / 2], [w / 2, -l / 2]])
     rot = np.array([[math.cos(r), math.sin(r)], [-math.sin(r), math.cos(r)]])  # clockwise
@@ -27,7 +29,8 @@ def footprint_v0(box: np.ndarray) -> np.ndarray:
 
 def footprint_v1(x: float, y: float, length: float, width: float, yaw: float) -> np.ndarray:
     """Corners of a v1 BEV box: length along the heading, yaw counter-clockwise."""
-    local = np.array([[length / 2, width / 2], [-length / 2, width / 2], [-length / 2, -width / 2], [length / 2, -width / 2]])
+    local = np.array([[length / 2, width / 2], [-length / 2, width / 2],
+                      [-length / 2, -width / 2], [length / 2, -width / 2]])
     rot = np.array([[math.cos(yaw), -math.sin(yaw)], [math.sin(yaw), math.cos(yaw)]])
     return local @ rot.T + [x, y]
 
@@ -39,7 +42,8 @@ def same_corners(a: np.ndarray, b: np.ndarray) -> bool:
 def test_conversion_keeps_the_physical_footprint():
     rng = np.random.default_rng(0)
     for _ in range(50):
-        box = np.concatenate([rng.normal(size=3) * 10, rng.uniform(0.3, 6, size=3), rng.uniform(-7, 7, size=1)])
+        box = np.concatenate([rng.normal(size=3) * 10, rng.uniform(0.3, 6, size=3),
+                              rng.uniform(-7, 7, size=1)])
         v1 = to_v1(torch.tensor(box[None], dtype=torch.float64))[0].numpy()
         assert v1[3] == box[4] and v1[4] == box[3]
         assert same_corners(footprint_v0(box), footprint_v1(v1[0], v1[1], v1[3], v1[4], v1[6]))
@@ -69,8 +73,10 @@ def test_convention_from_meta(meta, expected):
     assert box_convention_of(meta) == expected
 
 
-def v0_twin(state: "OrderedDict[str, torch.Tensor]", preset_name: str) -> "OrderedDict[str, torch.Tensor]":
-    """Weights that, decoded with the v0 recipe, describe the same physical boxes as `state` under v1.
+def v0_twin(state: "OrderedDict[str, torch.Tensor]", preset_name: str
+            ) -> "OrderedDict[str, torch.Tensor]":
+    """Weights that, decoded with the v0 recipe, describe the same physical boxes as `state` under
+    v1.
 
     Per anchor: swap the two extent deltas (v0 anchors are (w, l, h)) and map the yaw delta so
     that -r_old - pi/2 equals the v1 yaw. The direction bins of the two conventions sit at
@@ -94,29 +100,34 @@ def v0_twin(state: "OrderedDict[str, torch.Tensor]", preset_name: str) -> "Order
 def test_v0_recipe_recovers_the_physical_boxes(tmp_path):
     preset = "nus-regnetx-400mf-secfpn"
     v1_ckpt = read_checkpoint(FIXTURE / "checkpoint.pth")
-    twin_path = write_checkpoint(tmp_path / "twin_v0.pth", v0_twin(v1_ckpt.state_dict, preset), get_preset(preset), "v0")
+    twin_path = write_checkpoint(tmp_path / "twin_v0.pth", v0_twin(v1_ckpt.state_dict, preset),
+                                 get_preset(preset), "v0")
     points = np.load(FIXTURE / "points.npy")
     v1 = build_detector(preset, FIXTURE / "checkpoint.pth")(points)
     v0_detector = build_detector(preset, twin_path)
     assert v0_detector.box_convention == "v0"
     v0 = v0_detector(points)
     assert len(v0) == len(v1) > 10
-    order1, order0 = np.lexsort((v1.boxes[:, 0], v1.labels)), np.lexsort((v0.boxes[:, 0], v0.labels))
+    order1, order0 = (np.lexsort((v1.boxes[:, 0], v1.labels)),
+                      np.lexsort((v0.boxes[:, 0], v0.labels)))
     b1, b0 = v1.boxes[order1], v0.boxes[order0]
     np.testing.assert_array_equal(v1.labels[order1], v0.labels[order0])
     np.testing.assert_allclose(v0.scores[order0], v1.scores[order1], atol=1e-6)
-    np.testing.assert_allclose(b0[:, [0, 1, 2, 3, 4, 5, 7, 8]], b1[:, [0, 1, 2, 3, 4, 5, 7, 8]], atol=1e-4)
+    np.testing.assert_allclose(b0[:, [0, 1, 2, 3, 4, 5, 7, 8]], b1[:, [0, 1, 2, 3, 4, 5, 7, 8]],
+                               atol=1e-4)
     axis_diff = (b0[:, 6] - b1[:, 6]) / math.pi
     np.testing.assert_allclose(axis_diff, np.round(axis_diff), atol=1e-4)
     # The recipe's final yaw lies in (-11pi/4, -3pi/4].
-    assert (b0[:, 6] > -11 * math.pi / 4 - 1e-5).all() and (b0[:, 6] <= -3 * math.pi / 4 + 1e-5).all()
+    assert ((b0[:, 6] > -11 * math.pi / 4 - 1e-5).all()
+            and (b0[:, 6] <= -3 * math.pi / 4 + 1e-5).all())
 
 
 @pytest.mark.skipif(not FIXTURE.is_dir(), reason=f"fixture not found at {FIXTURE}")
 def test_wrong_convention_changes_the_boxes():
     points = np.load(FIXTURE / "points.npy")
     right = build_detector("nus-regnetx-400mf-secfpn", FIXTURE / "checkpoint.pth")(points)
-    wrong_detector = build_detector("nus-regnetx-400mf-secfpn", FIXTURE / "checkpoint.pth", box_convention="v0")
+    wrong_detector = build_detector("nus-regnetx-400mf-secfpn", FIXTURE / "checkpoint.pth",
+                                    box_convention="v0")
     assert wrong_detector.box_convention == "v0"
     wrong = wrong_detector(points)
     sizes_right = np.sort(right.boxes[:, 3:5], axis=0)

@@ -14,7 +14,8 @@ def test_corners_follow_the_heading_counter_clockwise_from_front_left():
     corners = bev_corners(BOX)[0]
     # Heading along +y: the 4 m length lies along y, the 2 m width along x; front-left is
     # ahead (+y) and to the left (-x).
-    np.testing.assert_allclose(corners, [[0.0, 4.0], [0.0, 0.0], [2.0, 0.0], [2.0, 4.0]], atol=1e-12)
+    np.testing.assert_allclose(corners, [[0.0, 4.0], [0.0, 0.0], [2.0, 0.0], [2.0, 4.0]],
+                               atol=1e-12)
     x, y = corners[:, 0], corners[:, 1]
     assert 0.5 * (x * np.roll(y, -1) - np.roll(x, -1) * y).sum() == pytest.approx(8.0)  # > 0: CCW
 

@@ -1,4 +1,5 @@
-"""The default model shipped in the package: loads as the official format does, detects on held-out scans."""
+"""The default model shipped in the package: loads as the official format does, detects on
+held-out scans."""
 from __future__ import annotations
 
 import numpy as np
@@ -19,7 +20,8 @@ def test_the_default_preset_ships_a_small_checkpoint_that_says_what_it_is():
     assert list(BUNDLED) == [PRESET] and path is not None
     assert path.stat().st_size <= 30 * 2**20
     meta = read_checkpoint(path).meta
-    assert meta["preset"] == PRESET and meta["note"] == "trained on synthetic scans" and "not nuScenes" in meta["data"]
+    assert (meta["preset"] == PRESET and meta["note"] == "trained on synthetic scans"
+            and "not nuScenes" in meta["data"])
     detector = build_detector(PRESET)
     assert "bundled default model" in detector.source and "synthetic" in detector.source
     assert all(p.dtype == torch.float32 for p in detector.net.parameters())
@@ -37,7 +39,8 @@ def test_finds_the_well_seen_cars_and_pedestrians_of_a_held_out_scan():
     result = build_detector(PRESET)(sample.points)
     strong = result.scores > 0.2  # a short training run leaves distant objects at modest scores
     for name in ("car", "pedestrian"):
-        gt = sample.gt_boxes[(np.array(scene.class_names)[sample.gt_labels] == name) & (sample.gt_num_points >= 20)]
+        gt = sample.gt_boxes[(np.array(scene.class_names)[sample.gt_labels] == name)
+                             & (sample.gt_num_points >= 20)]
         gt = gt[np.hypot(gt[:, 0], gt[:, 1]) < 40]
         found = result.boxes[strong & (np.array(result.class_names)[result.labels] == name)]
         assert len(gt) >= 2, f"the test scene should hold well-seen {name}s"

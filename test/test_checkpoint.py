@@ -30,15 +30,17 @@ def state() -> "OrderedDict[str, torch.Tensor]":
 
 
 def official_file(path, state, meta, legacy: bool = False):
-    """Write a file the way mmcv + publish_model did: {'meta', 'state_dict'}, optionally legacy format."""
+    """Write a file the way mmcv + publish_model did: {'meta', 'state_dict'}, optionally legacy
+    format."""
     torch.save({"meta": meta, "state_dict": state}, path, _use_new_zipfile_serialization=not legacy)
     return path
 
 
 @pytest.mark.parametrize("legacy", [False, True])
 def test_official_v0_file_loads_with_v0_convention(tmp_path, state, legacy):
-    meta = {"mmdet_version": "0.1.0", "CLASSES": list(get_preset(PRESET).class_names), "config": "model = dict(...)",
-            "epoch": 24, "iter": 100, "mmcv_version": "0.6.2", "time": "Mon May 17 20:48:07 2021", "PALETTE": None}
+    meta = {"mmdet_version": "0.1.0", "CLASSES": list(get_preset(PRESET).class_names),
+            "config": "model = dict(...)", "epoch": 24, "iter": 100, "mmcv_version": "0.6.2",
+            "time": "Mon May 17 20:48:07 2021", "PALETTE": None}
     path = official_file(tmp_path / "model.pth", state, meta, legacy)
     detector = build_detector(PRESET, path)
     assert detector.box_convention == "v0"
@@ -49,7 +51,8 @@ def test_official_v0_file_loads_with_v0_convention(tmp_path, state, legacy):
 def test_written_checkpoint_records_convention_and_round_trips(tmp_path, state):
     path = write_checkpoint(tmp_path / "ours.pth", state, get_preset(PRESET), "v1", seed=7)
     ckpt = read_checkpoint(path)
-    assert ckpt.meta["box_convention"] == "v1" and ckpt.meta["CLASSES"] == list(get_preset(PRESET).class_names)
+    assert (ckpt.meta["box_convention"] == "v1"
+            and ckpt.meta["CLASSES"] == list(get_preset(PRESET).class_names))
     assert list(ckpt.state_dict) == list(state)
     assert build_detector(PRESET, path).box_convention == "v1"
     assert build_detector(PRESET, path, box_convention="v0").box_convention == "v0"
@@ -62,7 +65,8 @@ def test_wrong_preset_is_refused_with_a_report(tmp_path):
         build_detector(PRESET, path)
     message = str(err.value)
     assert "does not fit preset 'lyft-fpn'" in message
-    assert "unexpected keys" in message and "mis-shaped keys" in message and "pts_backbone.layer1" in message
+    assert ("unexpected keys" in message and "mis-shaped keys" in message
+            and "pts_backbone.layer1" in message)
 
 
 def test_missing_key_is_refused(tmp_path, state):
@@ -114,7 +118,8 @@ def test_code_carrying_pickle_is_refused(tmp_path, state):
 def test_sha256_suffix_is_verified(tmp_path, state):
     path = official_file(tmp_path / "tmp.pth", state, {})
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    good = path.rename(tmp_path / f"hv_pointpillars_fpn_sbn-all_2x8_2x_lyft-3d_20210517_202818-{digest[:8]}.pth")
+    good = path.rename(
+        tmp_path / f"hv_pointpillars_fpn_sbn-all_2x8_2x_lyft-3d_20210517_202818-{digest[:8]}.pth")
     read_checkpoint(good)
     bad = tmp_path / "hv_pointpillars_fpn_sbn-all_2x8_2x_lyft-3d_20210517_202818-deadbeef.pth"
     shutil.copy(good, bad)
@@ -128,15 +133,18 @@ def test_random_weights_are_deterministic_per_seed():
     a, b, c = random_state_dict(net, 3), random_state_dict(net, 3), random_state_dict(net, 4)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a if a[k].is_floating_point())
-    assert all(v.dtype == torch.float32 for k, v in a.items() if not k.endswith("num_batches_tracked"))
-    assert all(v.dtype == torch.int64 and v.dim() == 0 for k, v in a.items() if k.endswith("num_batches_tracked"))
+    assert all(v.dtype == torch.float32 for k, v in a.items()
+               if not k.endswith("num_batches_tracked"))
+    assert all(v.dtype == torch.int64 and v.dim() == 0 for k, v in a.items()
+               if k.endswith("num_batches_tracked"))
 
 
 def test_default_model_runs_end_to_end():
     detector = build_detector(PRESET)
     assert "random" in detector.source
     rng = np.random.default_rng(0)
-    out = detector(np.concatenate([rng.uniform(-30, 30, (3000, 2)), rng.uniform(-2, 1, (3000, 1)), np.zeros((3000, 1))], axis=1).astype(np.float32))
+    out = detector(np.concatenate([rng.uniform(-30, 30, (3000, 2)), rng.uniform(-2, 1, (3000, 1)),
+                                   np.zeros((3000, 1))], axis=1).astype(np.float32))
     assert out.boxes.shape[1] == 7 and out.boxes.dtype == np.float32
     assert len(out) <= detector.max_detections
     assert (out.scores > detector.score_threshold).all()

@@ -16,7 +16,8 @@ from regnet_pillars_ros.model.checkpoint import random_state_dict
 from regnet_pillars_ros.model.head import decode_boxes, encode_boxes, level_anchors
 from regnet_pillars_ros.model.network import PointPillarsNet
 from regnet_pillars_ros.model.pillars import HardVFE, project_rows
-from regnet_pillars_ros.model.postprocess import Candidates, PostprocessConfig, limit_period, multiclass_nms, physical_bev
+from regnet_pillars_ros.model.postprocess import (Candidates, PostprocessConfig, limit_period,
+                                                  multiclass_nms, physical_bev)
 from regnet_pillars_ros.model.rotated_nms import nms_rotated_bev
 from regnet_pillars_ros.model.voxelize import PAD_SPREAD, VoxelGrid, voxelize, voxelize_fixed
 
@@ -30,14 +31,16 @@ needs_spec = pytest.mark.skipif(not SPEC.is_dir(), reason=f"spec not found at {S
 
 def test_nine_presets_in_readme_order():
     assert PRESET_NAMES == (
-        "nus-secfpn", "nus-regnetx-400mf-secfpn", "nus-fpn", "nus-regnetx-400mf-fpn", "nus-regnetx-1.6gf-fpn",
+        "nus-secfpn", "nus-regnetx-400mf-secfpn", "nus-fpn", "nus-regnetx-400mf-fpn",
+        "nus-regnetx-1.6gf-fpn",
         "lyft-secfpn", "lyft-regnetx-400mf-secfpn", "lyft-fpn", "lyft-regnetx-400mf-fpn",
     )
     for name in PRESET_NAMES:
         p = get_preset(name)
         assert p.num_classes == (10 if p.dataset == "nuscenes" else 9)
         assert p.has_velocity == (p.dataset == "nuscenes")
-        assert p.checkpoint_filename.endswith(".pth") and p.checkpoint_url.endswith(p.checkpoint_filename)
+        assert (p.checkpoint_filename.endswith(".pth")
+                and p.checkpoint_url.endswith(p.checkpoint_filename))
 
 
 def test_unknown_preset_lists_the_valid_names():
@@ -119,17 +122,22 @@ def reference_voxelize(points, pc_range, voxel, max_points, max_voxels):
         if slots[v] < max_points:
             point_voxel[i], point_slot[i] = v, slots[v]
             slots[v] += 1
-    return np.array(coors, dtype=np.int64).reshape(-1, 3), np.array(slots, dtype=np.int64), point_voxel, point_slot
+    return (np.array(coors, dtype=np.int64).reshape(-1, 3), np.array(slots, dtype=np.int64),
+            point_voxel, point_slot)
 
 
 def random_cloud(rng, n, pc_range, voxel):
-    """Points inside, outside, exactly on borders and grid lines, with duplicates and dense pillars."""
+    """Points inside, outside, exactly on borders and grid lines, with duplicates and dense
+    pillars."""
     lo, hi = np.array(pc_range[:3]), np.array(pc_range[3:])
     pts = rng.uniform(lo - 2, hi + 2, size=(n, 3))
-    grid_lines = lo[:2] + voxel[0] * rng.integers(0, int((hi[0] - lo[0]) / voxel[0]) + 1, size=(n // 10, 2))
+    grid_lines = lo[:2] + voxel[0] * rng.integers(0, int((hi[0] - lo[0]) / voxel[0]) + 1,
+                                                  size=(n // 10, 2))
     pts[: n // 10, :2] = grid_lines
-    pts[n // 10: n // 10 + 20] = np.where(rng.integers(0, 2, size=(20, 3)) == 1, hi, lo)  # exactly on the borders
-    dense = np.repeat(((lo + hi) / 2 + 0.01)[None], 70, axis=0)  # one pillar with more points than allowed
+    # Exactly on the borders.
+    pts[n // 10: n // 10 + 20] = np.where(rng.integers(0, 2, size=(20, 3)) == 1, hi, lo)
+    # One pillar with more points than allowed.
+    dense = np.repeat(((lo + hi) / 2 + 0.01)[None], 70, axis=0)
     dups = pts[rng.integers(0, n, size=30)]
     dt = rng.uniform(0, 0.5, size=(n + 100, 1))
     return np.concatenate([np.concatenate([pts, dense, dups]), dt], axis=1).astype(np.float32)
@@ -140,7 +148,8 @@ def test_voxelize_matches_plain_loop(seed, max_points, max_voxels):
     pc_range, voxel = (-4.0, -3.0, -2.0, 4.0, 3.0, 2.0), (0.5, 0.5, 4.0)
     pts = random_cloud(np.random.default_rng(seed), 600, pc_range, voxel)
     pillars = voxelize(torch.from_numpy(pts), pc_range, voxel, max_points, max_voxels)
-    coors, counts, point_voxel, point_slot = reference_voxelize(pts, pc_range, voxel, max_points, max_voxels)
+    coors, counts, point_voxel, point_slot = reference_voxelize(pts, pc_range, voxel, max_points,
+                                                                max_voxels)
     np.testing.assert_array_equal(pillars.coors.numpy(), coors)
     np.testing.assert_array_equal(pillars.num_points.numpy(), counts)
     got_voxel, got_slot = np.full(len(pts), -1), np.full(len(pts), -1)
@@ -166,14 +175,15 @@ def test_voxelize_empty_and_all_outside():
         assert pillars.num_pillars == 0 and pillars.points.shape == (0, 4) and pillars.overflow == 0
 
 
-# -- pillar encoder ---------------------------------------------------------------------------------
+# -- pillar encoder --------------------------------------------------------------------------------
 
 def padded_vfe_reference(vfe: HardVFE, pillars, max_points: int) -> torch.Tensor:
     """mmdet3d's HardVFE written plainly over the padded [M, N, C] layout."""
     feats = pillars.dense(max_points)
     n = pillars.num_points.to(feats.dtype).view(-1, 1, 1)
     mean = feats[:, :, :3].sum(dim=1, keepdim=True) / n
-    centre = pillars.coors.flip(1).to(feats.dtype).unsqueeze(1) * torch.tensor(vfe.voxel_size) + torch.tensor(vfe.offset)
+    centre = (pillars.coors.flip(1).to(feats.dtype).unsqueeze(1) * torch.tensor(vfe.voxel_size)
+              + torch.tensor(vfe.offset))
     x = torch.cat([feats, feats[:, :, :3] - mean, feats[:, :, :3] - centre], dim=-1)
     mask = (torch.arange(max_points).view(1, -1) < pillars.num_points.view(-1, 1)).unsqueeze(-1)
     x = x * mask
@@ -192,7 +202,8 @@ def padded_vfe_reference(vfe: HardVFE, pillars, max_points: int) -> torch.Tensor
 @pytest.mark.parametrize("name", ["nus-regnetx-400mf-fpn", "lyft-fpn"])
 def test_sparse_vfe_equals_padded_reference(name, folded):
     """Folded, the last layer is pooled before its shift and ReLU (HardVFE._pool_then_activate).
-    Both run in float64: the same algebra in another order (float32 sums: the row projection test)."""
+    Both run in float64: the same algebra in another order (float32 sums: the row projection
+    test)."""
     from regnet_pillars_ros.model.network import fold_batchnorm
 
     p = get_preset(name)
@@ -204,8 +215,10 @@ def test_sparse_vfe_equals_padded_reference(name, folded):
         fold_batchnorm(run)
     pts = random_cloud(np.random.default_rng(5), 3000, p.point_cloud_range, p.voxel_size)
     pts[:, :2] *= 0.05  # crowd points into few pillars so some are full
-    pillars = voxelize(torch.from_numpy(pts).double(), p.point_cloud_range, p.voxel_size, p.max_num_points, p.max_voxels)
-    assert (pillars.num_points == p.max_num_points).any() and (pillars.num_points < p.max_num_points).any()
+    pillars = voxelize(torch.from_numpy(pts).double(), p.point_cloud_range, p.voxel_size,
+                       p.max_num_points, p.max_voxels)
+    assert ((pillars.num_points == p.max_num_points).any()
+            and (pillars.num_points < p.max_num_points).any())
     with torch.inference_mode():
         ours = run.pts_voxel_encoder(*pillars.network_inputs())
         ref = padded_vfe_reference(net.pts_voxel_encoder, pillars, p.max_num_points)
@@ -230,7 +243,8 @@ def test_row_projection_equals_the_matrix_product(rows, k):
     # d/dy of sum(y^2) is 2y (exact in float32), so the gradients are 2 y @ weight over 64 terms
     # and 2 y.T @ x over the rows, from a y already rounded over k terms: gamma(k + length).
     assert_within(x.grad, 2 * exact @ w64, 2 * gamma(k + 64) * magnitude @ w64.abs(), "x.grad")
-    assert_within(weight.grad, 2 * exact.t() @ x64, 2 * gamma(k + rows) * magnitude.t() @ x64.abs(), "weight.grad")
+    assert_within(weight.grad, 2 * exact.t() @ x64,
+                  2 * gamma(k + rows) * magnitude.t() @ x64.abs(), "weight.grad")
 
 
 # -- anchors, coder, direction --------------------------------------------------------------------
@@ -242,9 +256,12 @@ def test_anchor_layout_and_values():
     grid = anchors.view(200, 200, 7, 2, 9)
     pitch = 99.2 / 200
     np.testing.assert_allclose(grid[0, 0, 0, 0, :2].numpy(), [-49.6 + pitch / 2] * 2, atol=1e-5)
-    np.testing.assert_allclose(grid[3, 5, 0, 0, :2].numpy(), [-49.6 + 5.5 * pitch, -49.6 + 3.5 * pitch], atol=1e-4)
-    np.testing.assert_allclose(grid[0, 0, :, 0, 3:6].numpy(), np.array(p.anchors.sizes_v1), rtol=1e-6)
-    np.testing.assert_allclose(grid[0, 0, :, 0, 2].numpy(), [r[2] for r in p.anchors.ranges], rtol=1e-6)
+    np.testing.assert_allclose(grid[3, 5, 0, 0, :2].numpy(),
+                               [-49.6 + 5.5 * pitch, -49.6 + 3.5 * pitch], atol=1e-4)
+    np.testing.assert_allclose(grid[0, 0, :, 0, 3:6].numpy(), np.array(p.anchors.sizes_v1),
+                               rtol=1e-6)
+    np.testing.assert_allclose(grid[0, 0, :, 0, 2].numpy(), [r[2] for r in p.anchors.ranges],
+                               rtol=1e-6)
     np.testing.assert_allclose(grid[0, 0, 0, :, 6].numpy(), [0.0, 1.57], rtol=1e-7)
     v0 = level_anchors(p.anchors, 0, (200, 200), "v0").view(200, 200, 7, 2, 9)
     torch.testing.assert_close(v0[..., 3], grid[..., 4])
@@ -255,18 +272,23 @@ def test_fpn_levels_scale_the_generic_sizes():
     p = get_preset("nus-regnetx-400mf-fpn")
     for level, (hw, scale) in enumerate(zip([(200, 200), (100, 100), (50, 50)], [1, 2, 4])):
         anchors = level_anchors(p.anchors, level, hw, "v1").view(*hw, 4, 2, 9)
-        np.testing.assert_allclose(anchors[0, 0, :, 0, 3:6].numpy(), np.array(p.anchors.sizes_v1) * scale, rtol=1e-6)
+        np.testing.assert_allclose(anchors[0, 0, :, 0, 3:6].numpy(),
+                                   np.array(p.anchors.sizes_v1) * scale, rtol=1e-6)
         step = 100 / hw[0]
         np.testing.assert_allclose(anchors[0, 1, 0, 0, 0] - anchors[0, 0, 0, 0, 0], step, rtol=1e-5)
 
 
 def test_coder_round_trip():
     gen = torch.Generator().manual_seed(0)
-    anchors = torch.cat([torch.randn(100, 3, generator=gen) * 10, torch.rand(100, 3, generator=gen) * 4 + 0.3,
+    anchors = torch.cat([torch.randn(100, 3, generator=gen) * 10,
+                         torch.rand(100, 3, generator=gen) * 4 + 0.3,
                          torch.rand(100, 1, generator=gen) * 3, torch.zeros(100, 2)], dim=1)
-    boxes = torch.cat([torch.randn(100, 3, generator=gen) * 10, torch.rand(100, 3, generator=gen) * 4 + 0.3,
-                       torch.randn(100, 1, generator=gen) * 3, torch.randn(100, 2, generator=gen)], dim=1)
-    torch.testing.assert_close(decode_boxes(anchors, encode_boxes(anchors, boxes)), boxes, rtol=1e-5, atol=1e-4)
+    boxes = torch.cat([torch.randn(100, 3, generator=gen) * 10,
+                       torch.rand(100, 3, generator=gen) * 4 + 0.3,
+                       torch.randn(100, 1, generator=gen) * 3,
+                       torch.randn(100, 2, generator=gen)], dim=1)
+    torch.testing.assert_close(decode_boxes(anchors, encode_boxes(anchors, boxes)), boxes,
+                               rtol=1e-5, atol=1e-4)
     zero = decode_boxes(anchors, torch.zeros_like(anchors))
     torch.testing.assert_close(zero, anchors)
 
@@ -303,22 +325,28 @@ def test_multiclass_nms_equals_one_call_per_class(convention, device):
     n = 600
     centres = (torch.rand(60, 2, generator=gen) - 0.5) * 80 + 1e3  # clusters, far from the origin
     member = torch.randint(0, 60, (n,), generator=gen)
-    boxes = torch.cat([centres[member] + torch.randn(n, 2, generator=gen) * 0.4, torch.rand(n, 1, generator=gen),
-                       torch.rand(n, 3, generator=gen) * 3 + 0.5, torch.randn(n, 3, generator=gen)], dim=1)
+    boxes = torch.cat([centres[member] + torch.randn(n, 2, generator=gen) * 0.4,
+                       torch.rand(n, 1, generator=gen), torch.rand(n, 3, generator=gen) * 3 + 0.5,
+                       torch.randn(n, 3, generator=gen)], dim=1)
     scores = (torch.rand(n, 10, generator=gen) * 8).round() / 8  # ties inside and across classes
-    cand = Candidates(boxes.to(device), scores.to(device), torch.randint(0, 2, (n,), generator=gen).to(device))
-    for score_thr, nms_thr, max_num in ((0.05, 0.2, 500), (0.3, 0.0, 10_000), (0.9, 0.5, 500), (1.0, 0.2, 500)):
+    cand = Candidates(boxes.to(device), scores.to(device),
+                      torch.randint(0, 2, (n,), generator=gen).to(device))
+    for score_thr, nms_thr, max_num in ((0.05, 0.2, 500), (0.3, 0.0, 10_000), (0.9, 0.5, 500),
+                                        (1.0, 0.2, 500)):
         cfg = PostprocessConfig(score_thr, nms_thr, 1000, max_num, 0.7854, 0.0, convention)
         got, expected = multiclass_nms(cand, cfg), per_class_nms(cand, cfg)
         for a, b in zip(got, expected):
             assert a.dtype == b.dtype and torch.equal(a, b)
-    assert len(multiclass_nms(cand, PostprocessConfig(0.05, 0.2, 1000, 500, 0.7854, 0.0, convention))[0]) == 500
+    assert len(multiclass_nms(cand, PostprocessConfig(0.05, 0.2, 1000, 500, 0.7854, 0.0,
+                                                      convention))[0]) == 500
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run with the device tool)")
+@pytest.mark.skipif(not torch.cuda.is_available(),
+                    reason="needs a CUDA GPU (run with the device tool)")
 def test_voxelize_on_cuda_equals_cpu():
     p = get_preset("nus-regnetx-400mf-fpn")
-    pts = torch.from_numpy(random_cloud(np.random.default_rng(9), 20000, p.point_cloud_range, p.voxel_size))
+    pts = torch.from_numpy(random_cloud(np.random.default_rng(9), 20000, p.point_cloud_range,
+                                        p.voxel_size))
     cpu = voxelize(pts, p.point_cloud_range, p.voxel_size, p.max_num_points, 500)
     gpu = voxelize(pts.cuda(), p.point_cloud_range, p.voxel_size, p.max_num_points, 500)
     for name in ("points", "point_pillar", "point_slot", "source_index", "coors", "num_points"):
@@ -326,7 +354,8 @@ def test_voxelize_on_cuda_equals_cpu():
     assert gpu.overflow == cpu.overflow > 0
 
 
-@pytest.mark.parametrize("name,max_voxels", [("nus-regnetx-400mf-fpn", None), ("lyft-secfpn", None), ("nus-secfpn", 700)])
+@pytest.mark.parametrize("name,max_voxels", [("nus-regnetx-400mf-fpn", None),
+                                             ("lyft-secfpn", None), ("nus-secfpn", 700)])
 def test_fixed_size_voxelization_gives_the_same_pillars_and_canvas(name, max_voxels):
     """What a CUDA graph replays: `voxelize_fixed` over a mask of usable rows (unusable ones hold
     NaN or points in range) keeps the pillars and points of `voxelize` on the usable rows, pads
@@ -344,20 +373,26 @@ def test_fixed_size_voxelization_gives_the_same_pillars_and_canvas(name, max_vox
     cloud[~usable & torch.from_numpy(rng.random(cloud.shape[0]) < 0.3)] = float("nan")
     ref = voxelize(cloud[usable], p.point_cloud_range, p.voxel_size, p.max_num_points, max_voxels)
     grid = VoxelGrid.of(p.point_cloud_range, p.voxel_size)
-    (points, point_pillar, coors, num_points), counts = voxelize_fixed(cloud, usable, grid, p.max_num_points, max_voxels)
+    (points, point_pillar, coors, num_points), counts = voxelize_fixed(
+        cloud, usable, grid, p.max_num_points, max_voxels)
 
-    assert counts.tolist() == [ref.num_pillars, ref.overflow] and (max_voxels > 1000 or ref.overflow > 0)
+    assert (counts.tolist() == [ref.num_pillars, ref.overflow]
+            and (max_voxels > 1000 or ref.overflow > 0))
     m = ref.num_pillars
     assert coors.shape[0] == min(max_voxels, grid.num_cells + 1) + PAD_SPREAD == num_points.shape[0]
     kept = point_pillar < m
-    torch.testing.assert_close(points[kept], ref.points, rtol=0, atol=0)  # the same rows in the same order
+    # The same rows in the same order.
+    torch.testing.assert_close(points[kept], ref.points, rtol=0, atol=0)
     torch.testing.assert_close(point_pillar[kept], ref.point_pillar, rtol=0, atol=0)
     torch.testing.assert_close(coors[:m], ref.coors, rtol=0, atol=0)
     torch.testing.assert_close(num_points[:m], ref.num_points, rtol=0, atol=0)
-    assert not points[~kept].any() and bool((coors[m:] == grid.spare).all()) and bool((num_points[m:] == 1).all())
-    net.pts_voxel_encoder.double()  # float64: a kernel may sum in another order for another row count
+    assert (not points[~kept].any() and bool((coors[m:] == grid.spare).all())
+            and bool((num_points[m:] == 1).all()))
+    # Float64: a kernel may sum in another order for another row count.
+    net.pts_voxel_encoder.double()
     with torch.inference_mode():
-        assert_close_float64(net.encode(points.double(), point_pillar, coors, num_points, padded=True),
+        assert_close_float64(net.encode(points.double(), point_pillar, coors, num_points,
+                                        padded=True),
                              net.encode(ref.points.double(), *ref.network_inputs()[1:]), "canvas")
 
 
@@ -368,19 +403,23 @@ def test_folding_batchnorm_keeps_the_outputs(name):
     preset = get_preset(name)
     net = PointPillarsNet(preset)
     net.load_state_dict(random_state_dict(net, seed=2))
-    net.eval().double()  # float64: folding is exact algebra, float32 rounding would hide a small slip
+    # Float64: folding is exact algebra, float32 rounding would hide a small slip.
+    net.eval().double()
     bns = sum(isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)) for m in net.modules())
     folded = PointPillarsNet(preset)
     folded.load_state_dict(net.state_dict())
     assert fold_batchnorm(folded.eval().double()) == bns
-    assert not any(isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)) for m in folded.modules())
+    assert not any(isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d))
+                   for m in folded.modules())
     gen = torch.Generator().manual_seed(2)
     # A 64 x 64 canvas (every stride divides it): float64 convolutions are slow.
     canvas = torch.rand(1, 64, 64, 64, generator=gen, dtype=torch.float64)
     canvas *= torch.rand(1, 1, 64, 64, generator=gen, dtype=torch.float64) < 0.2
-    points = torch.rand(20000, 4, generator=gen, dtype=torch.float64) * torch.tensor([80.0, 80.0, 4.0, 0.5])
+    points = (torch.rand(20000, 4, generator=gen, dtype=torch.float64)
+              * torch.tensor([80.0, 80.0, 4.0, 0.5]))
     points -= torch.tensor([40.0, 40.0, 3.0, 0.0])
-    pillars = voxelize(points, preset.point_cloud_range, preset.voxel_size, preset.max_num_points, preset.max_voxels)
+    pillars = voxelize(points, preset.point_cloud_range, preset.voxel_size, preset.max_num_points,
+                       preset.max_voxels)
     with torch.inference_mode():
         for i, (a, b) in enumerate(zip(net.forward_canvas(canvas), folded.forward_canvas(canvas))):
             assert_close_float64(b, a, f"head map {i}")

@@ -1,4 +1,5 @@
-"""Training samples from the LiDAR simulator, prepared as mmdet3d's nuScenes/Lyft train pipelines do.
+"""Training samples from the LiDAR simulator, prepared as mmdet3d's nuScenes/Lyft train pipelines
+do.
 
 Per sample (configs' `train_pipeline`): key frame + `sweeps_num` past sweeps with features
 (x, y, z, dt); boxes without key-frame points dropped (nuScenes `use_valid_flag`); optional
@@ -56,7 +57,8 @@ def label_map(scene_classes: tuple[str, ...], preset: Preset) -> np.ndarray:
     return np.array([preset.class_names.index(n) if n in preset.class_names else -1 for n in names])
 
 
-def augment(points: np.ndarray, boxes: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def augment(points: np.ndarray, boxes: np.ndarray, rng: np.random.Generator
+            ) -> tuple[np.ndarray, np.ndarray]:
     """Global rotation, scale and BEV flip of points [N, >= 3] and boxes [M, 9] together."""
     points, boxes = points.copy(), boxes.copy()
     angle = rng.uniform(-ROT_RANGE, ROT_RANGE)
@@ -77,7 +79,8 @@ def augment(points: np.ndarray, boxes: np.ndarray, rng: np.random.Generator) -> 
     return points, boxes
 
 
-def prepare(sample: Sample, labels: np.ndarray, preset: Preset, rng: np.random.Generator | None) -> TrainSample:
+def prepare(sample: Sample, labels: np.ndarray, preset: Preset,
+            rng: np.random.Generator | None) -> TrainSample:
     """A simulator sample -> model features and targets; augmented and shuffled when `rng` is given.
 
     labels: the sample's boxes' preset labels (-1 = not a preset class).
@@ -100,7 +103,8 @@ def prepare(sample: Sample, labels: np.ndarray, preset: Preset, rng: np.random.G
     )
 
 
-def scene_samples(preset: Preset, scene_seed: int, cfg: SyntheticConfig, rng: np.random.Generator | None) -> Iterator[TrainSample]:
+def scene_samples(preset: Preset, scene_seed: int, cfg: SyntheticConfig,
+                  rng: np.random.Generator | None) -> Iterator[TrainSample]:
     """The key frames of one scene; `rng` None = no augmentation (validation)."""
     scene = generate_scene(scene_seed, num_objects=cfg.num_objects, radius=cfg.radius)
     labels = label_map(scene.class_names, preset)[scene.labels]
@@ -110,7 +114,8 @@ def scene_samples(preset: Preset, scene_seed: int, cfg: SyntheticConfig, rng: np
         yield prepare(sample, labels, preset, rng)
 
 
-def validation_samples(preset: Preset, num_scenes: int, cfg: SyntheticConfig = SyntheticConfig()) -> Iterator[TrainSample]:
+def validation_samples(preset: Preset, num_scenes: int, cfg: SyntheticConfig = SyntheticConfig()
+                       ) -> Iterator[TrainSample]:
     """Held-out key frames (scene seeds from `VAL_SEED_BASE`), never augmented."""
     for i in range(num_scenes):
         yield from scene_samples(preset, VAL_SEED_BASE + i, cfg, None)
@@ -119,7 +124,8 @@ def validation_samples(preset: Preset, num_scenes: int, cfg: SyntheticConfig = S
 class SyntheticData(IterableDataset):
     """An endless stream of augmented training samples, disjoint between ranks and workers."""
 
-    def __init__(self, preset: Preset, seed: int, cfg: SyntheticConfig = SyntheticConfig(), rank: int = 0, world_size: int = 1):
+    def __init__(self, preset: Preset, seed: int, cfg: SyntheticConfig = SyntheticConfig(),
+                 rank: int = 0, world_size: int = 1):
         super().__init__()
         self.preset, self.seed, self.cfg = preset, seed, cfg
         self.rank, self.world_size = rank, world_size
@@ -132,5 +138,6 @@ class SyntheticData(IterableDataset):
         for k in itertools.count():
             scene_seed = self.seed + stream + k * streams
             if scene_seed >= VAL_SEED_BASE:
-                raise RuntimeError("training scene seeds reached the validation range; use a smaller --seed")
+                raise RuntimeError("training scene seeds reached the validation range; "
+                                   "use a smaller --seed")
             yield from scene_samples(self.preset, scene_seed, self.cfg, rng)

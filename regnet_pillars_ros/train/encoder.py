@@ -17,7 +17,8 @@ from ..model.pillars import HardVFE, VFELayer, scatter_to_canvas
 from ..model.voxelize import Pillars
 
 
-def _weighted_batch_norm(norm: nn.BatchNorm1d, x: torch.Tensor, pad: torch.Tensor, pad_count: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _weighted_batch_norm(norm: nn.BatchNorm1d, x: torch.Tensor, pad: torch.Tensor,
+                         pad_count: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Training-mode BatchNorm over the rows of x [P, C] plus each row of pad [M, C] repeated
     pad_count [M] times; updates the running statistics once, as nn.BatchNorm1d would."""
     w = pad_count.to(x.dtype).unsqueeze(1)
@@ -33,11 +34,13 @@ def _weighted_batch_norm(norm: nn.BatchNorm1d, x: torch.Tensor, pad: torch.Tenso
     return (x - mean) * scale + norm.bias, (pad - mean) * scale + norm.bias
 
 
-def vfe_train(vfe: HardVFE, points: torch.Tensor, point_pillar: torch.Tensor, coors: torch.Tensor, num_points: torch.Tensor) -> torch.Tensor:
+def vfe_train(vfe: HardVFE, points: torch.Tensor, point_pillar: torch.Tensor,
+              coors: torch.Tensor, num_points: torch.Tensor) -> torch.Tensor:
     """HardVFE forward with dense-layout BatchNorm statistics -> pillar features [M, C_out]."""
     pad_count = vfe.max_num_points - num_points
 
-    def activate(layer: VFELayer, x: torch.Tensor, pad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def activate(layer: VFELayer, x: torch.Tensor, pad: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
         x, pad = _weighted_batch_norm(layer.norm, x, pad, pad_count)
         return torch.relu(x), torch.relu(pad)
 
@@ -58,5 +61,6 @@ def encode_batch(net: PointPillarsNet, batch: list[Pillars]) -> torch.Tensor:
     else:
         features = vfe(points, point_pillar, coors, num_points)
     return torch.cat([
-        scatter_to_canvas(features[o:o + p.num_pillars], p.coors, net.grid_yx) for p, o in zip(batch, offsets)
+        scatter_to_canvas(features[o:o + p.num_pillars], p.coors, net.grid_yx)
+        for p, o in zip(batch, offsets)
     ])

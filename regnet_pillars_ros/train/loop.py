@@ -81,7 +81,8 @@ class TrainModel(nn.Module):
         p = self.preset
         device = next(self.parameters()).device
         pillars = [
-            voxelize(s.points.to(device), p.point_cloud_range, p.voxel_size, p.max_num_points, TRAIN_MAX_VOXELS[p.dataset])
+            voxelize(s.points.to(device), p.point_cloud_range, p.voxel_size, p.max_num_points,
+                     TRAIN_MAX_VOXELS[p.dataset])
             for s in samples
         ]
         return self.net.forward_canvas(encode_batch(self.net, pillars))
@@ -94,10 +95,12 @@ def crop_preset(preset: Preset, half_extent: float) -> Preset:
     full = preset.point_cloud_range[3]
     cells = round(2 * half_extent / preset.voxel_size[0])
     if cells % 16 or half_extent > full:
-        raise ValueError(f"crop +-{half_extent} m: need at most +-{full} m and a multiple of {8 * preset.voxel_size[0]} m")
+        raise ValueError(f"crop +-{half_extent} m: need at most +-{full} m and a multiple of "
+                         f"{8 * preset.voxel_size[0]} m")
     f = half_extent / full
     lo, hi = preset.point_cloud_range[:3], preset.point_cloud_range[3:]
-    ranges = tuple((r[0] * f, r[1] * f, r[2], r[3] * f, r[4] * f, r[5]) for r in preset.anchors.ranges)
+    ranges = tuple((r[0] * f, r[1] * f, r[2], r[3] * f, r[4] * f, r[5])
+                   for r in preset.anchors.ranges)
     return dataclasses.replace(
         preset,
         point_cloud_range=(-half_extent, -half_extent, lo[2], half_extent, half_extent, hi[2]),
@@ -128,15 +131,16 @@ def lr_factor(progress: float, warmup: float) -> float:
     return factor * 0.1 ** sum(progress >= m / 24 for m in (20, 23))
 
 
-def batch_loss(model: nn.Module, preset: Preset, anchors: AnchorCache, samples: list[TrainSample]) -> dict[str, torch.Tensor]:
+def batch_loss(model: nn.Module, preset: Preset, anchors: AnchorCache, samples: list[TrainSample]
+               ) -> dict[str, torch.Tensor]:
     """Forward a batch and compute the configs' losses against its anchor targets."""
     maps = model(samples)
     device = maps[0].device
     all_anchors = anchors([tuple(m.shape[-2:]) for m in maps[0::3]], device)
     dir_offset = preset.dir_offset(anchors.convention)
     targets = [
-        anchor_targets(all_anchors, to_convention(s.gt_boxes.to(device), anchors.convention), s.gt_labels.to(device),
-                       preset.num_classes, dir_offset, AssignerConfig())
+        anchor_targets(all_anchors, to_convention(s.gt_boxes.to(device), anchors.convention),
+                       s.gt_labels.to(device), preset.num_classes, dir_offset, AssignerConfig())
         for s in samples
     ]
     return detection_loss(maps, targets, preset.num_classes, LossConfig())
@@ -152,27 +156,33 @@ def _distributed(device: str) -> tuple[int, int, torch.device]:
     rank = dist.get_rank() if world > 1 else 0
     if cuda:
         torch.cuda.set_device(local)
-        torch.backends.cudnn.benchmark = True  # the canvas shape is fixed: tune the convolutions once
+        # The canvas shape is fixed: tune the convolutions once.
+        torch.backends.cudnn.benchmark = True
         return rank, world, torch.device("cuda", local)
     return rank, world, torch.device("cpu")
 
 
-def _batches(opts: TrainOptions, preset: Preset, rank: int, world: int) -> Iterator[list[TrainSample]]:
+def _batches(opts: TrainOptions, preset: Preset, rank: int, world: int
+             ) -> Iterator[list[TrainSample]]:
     data = SyntheticData(preset, opts.seed, opts.data, rank, world)
-    return iter(DataLoader(data, batch_size=opts.batch_size, num_workers=opts.workers, collate_fn=list))
+    return iter(DataLoader(data, batch_size=opts.batch_size, num_workers=opts.workers,
+                           collate_fn=list))
 
 
-def save_run(model: TrainModel, opts: TrainOptions, preset: Preset, convention: str, rows: list[dict[str, float]]) -> None:
+def save_run(model: TrainModel, opts: TrainOptions, preset: Preset, convention: str,
+             rows: list[dict[str, float]]) -> None:
     """latest.pth (official format), losses.csv and loss.png of the run so far."""
     run_dir = Path(opts.run_dir)
-    state = type(model.net.state_dict())((k, v.detach().cpu().clone()) for k, v in model.net.state_dict().items())
+    state = type(model.net.state_dict())((k, v.detach().cpu().clone())
+                                         for k, v in model.net.state_dict().items())
     write_checkpoint(run_dir / "latest.pth", state, preset, convention, opts.fp16_storage,
                      iteration=int(rows[-1]["iteration"]), note=NOTE)
     write_log(rows, run_dir / "losses.csv")
     plot_losses(rows, run_dir / "loss.png")
 
 
-def run_progress(iteration: int, opts: TrainOptions, elapsed: float, device: torch.device, world: int) -> float:
+def run_progress(iteration: int, opts: TrainOptions, elapsed: float, device: torch.device,
+                 world: int) -> float:
     """The fraction of the run done before `iteration`: by iterations, or by time when that is
     further along. Under torchrun rank 0's clock decides, so every rank stops at the same step."""
     progress = (iteration - 1) / opts.iters
@@ -219,7 +229,8 @@ def train(opts: TrainOptions) -> list[dict[str, float]]:
     Returns the logged rows (iteration, losses averaged over ranks, lr, seconds).
     """
     if opts.time_limit is not None and opts.resume:
-        raise ValueError("--resume continues an iteration-based schedule; it cannot be combined with --time-limit")
+        raise ValueError("--resume continues an iteration-based schedule; "
+                         "it cannot be combined with --time-limit")
     rank, world, device = _distributed(opts.device)
     torch.manual_seed(opts.seed)
     preset = get_preset(opts.preset)
@@ -234,7 +245,8 @@ def train(opts: TrainOptions) -> list[dict[str, float]]:
         convention = box_convention_of(ckpt.meta)
         if opts.resume:
             if "iteration" not in ckpt.meta:
-                raise ValueError(f"--resume: {opts.init} records no iteration (use it without --resume to fine-tune)")
+                raise ValueError(f"--resume: {opts.init} records no iteration "
+                                 "(use it without --resume to fine-tune)")
             start = int(ckpt.meta["iteration"])
     model.to(device).train()
     wrapped: nn.Module = DistributedDataParallel(model) if world > 1 else model
@@ -243,10 +255,13 @@ def train(opts: TrainOptions) -> list[dict[str, float]]:
     anchors = AnchorCache(preset, convention)
     batches = _batches(opts, preset, rank, world)
     rows: list[dict[str, float]] = []
-    bar = tqdm(total=opts.iters, initial=start, disable=rank != 0, desc=f"train {preset.name}", dynamic_ncols=True)
-    began: float | None = None  # the time limit counts from the end of the first step (start-up excluded)
+    bar = tqdm(total=opts.iters, initial=start, disable=rank != 0, desc=f"train {preset.name}",
+               dynamic_ncols=True)
+    # The time limit counts from the end of the first step (start-up excluded).
+    began: float | None = None
     for iteration in range(start + 1, opts.iters + 1):
-        progress = run_progress(iteration, opts, time.perf_counter() - began if began else 0.0, device, world)
+        progress = run_progress(iteration, opts, time.perf_counter() - began if began else 0.0,
+                                device, world)
         if progress >= 1.0:
             break
         step_start = time.perf_counter()

@@ -35,7 +35,8 @@ class LossConfig:
         return [1.0] * 7 + [self.velocity_code_weight] * (code_size - 7)
 
 
-def sigmoid_focal_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, gamma: float, alpha: float) -> torch.Tensor:
+def sigmoid_focal_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor,
+                       gamma: float, alpha: float) -> torch.Tensor:
     """Summed focal loss of logits [N, K] against labels [N] (K = background), rows weighted [N]."""
     k = logits.shape[1]
     target = F.one_hot(labels, k + 1)[:, :k].to(logits.dtype)
@@ -52,7 +53,8 @@ def smooth_l1(diff: torch.Tensor, beta: float) -> torch.Tensor:
     return torch.where(d < beta, 0.5 * d * d / beta, d - 0.5 * beta)
 
 
-def add_sin_difference(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def add_sin_difference(pred: torch.Tensor, target: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
     """Replace channel 6 by sin(p) cos(t) and cos(p) sin(t): their difference is sin(p - t)."""
     p, t = pred[:, 6:7], target[:, 6:7]
     pred = torch.cat([pred[:, :6], torch.sin(p) * torch.cos(t), pred[:, 7:]], dim=1)
@@ -60,16 +62,19 @@ def add_sin_difference(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.
     return pred, target
 
 
-def flatten_levels(maps: list[torch.Tensor], num_classes: int, code_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Flat head maps [cls0, reg0, dir0, cls1, ...] of B samples -> [B, N, K], [B, N, code], [B, N, 2],
-    rows in anchor order (levels concatenated)."""
+def flatten_levels(maps: list[torch.Tensor], num_classes: int, code_size: int
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Flat head maps [cls0, reg0, dir0, cls1, ...] of B samples -> [B, N, K], [B, N, code],
+    [B, N, 2], rows in anchor order (levels concatenated)."""
     def rows(level_maps: list[torch.Tensor], width: int) -> torch.Tensor:
-        return torch.cat([m.permute(0, 2, 3, 1).reshape(m.shape[0], -1, width) for m in level_maps], dim=1)
+        return torch.cat([m.permute(0, 2, 3, 1).reshape(m.shape[0], -1, width)
+                          for m in level_maps], dim=1)
 
     return rows(maps[0::3], num_classes), rows(maps[1::3], code_size), rows(maps[2::3], 2)
 
 
-def detection_loss(maps: list[torch.Tensor], targets: list[Targets], num_classes: int, cfg: LossConfig = LossConfig()) -> dict[str, torch.Tensor]:
+def detection_loss(maps: list[torch.Tensor], targets: list[Targets], num_classes: int,
+                   cfg: LossConfig = LossConfig()) -> dict[str, torch.Tensor]:
     """Losses of a batch: maps as `forward_canvas` returns them, one `Targets` per sample.
 
     Returns 'cls', 'bbox', 'dir' and their sum 'loss'.
@@ -81,7 +86,8 @@ def detection_loss(maps: list[torch.Tensor], targets: list[Targets], num_classes
     positive = torch.cat([t.positive for t in targets])
     num_pos = float(sum(max(t.num_pos, 1) for t in targets))
 
-    cls_loss = sigmoid_focal_loss(cls.reshape(-1, num_classes), labels, label_weights, cfg.gamma, cfg.alpha)
+    cls_loss = sigmoid_focal_loss(cls.reshape(-1, num_classes), labels, label_weights, cfg.gamma,
+                                  cfg.alpha)
     pred = reg.reshape(-1, code_size)[positive]
     target = torch.cat([t.bbox_targets for t in targets])[positive]
     pred, target = add_sin_difference(pred, target)

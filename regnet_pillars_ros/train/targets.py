@@ -106,7 +106,8 @@ def assign(anchors: torch.Tensor, gt_boxes: torch.Tensor, cfg: AssignerConfig) -
 
 
 def to_convention(boxes: torch.Tensor, convention: str) -> torch.Tensor:
-    """1.x boxes [M, >= 7] in `convention`: v0 is (x, y, z, w, l, h, -yaw - pi/2, ...), same footprint."""
+    """1.x boxes [M, >= 7] in `convention`: v0 is (x, y, z, w, l, h, -yaw - pi/2, ...), same
+    footprint."""
     if convention == "v1":
         return boxes
     out = boxes.clone()
@@ -115,7 +116,8 @@ def to_convention(boxes: torch.Tensor, convention: str) -> torch.Tensor:
     return out
 
 
-def direction_targets(yaw: torch.Tensor, dir_offset: float, dir_limit_offset: float = 0.0) -> torch.Tensor:
+def direction_targets(yaw: torch.Tensor, dir_offset: float, dir_limit_offset: float = 0.0
+                      ) -> torch.Tensor:
     """Direction bin (0 or 1) of ground-truth yaws, as `get_direction_target` with two bins."""
     shifted = limit_period(yaw - dir_offset, dir_limit_offset, 2 * math.pi)
     return torch.floor(shifted / math.pi).long().clamp(0, 1)
@@ -145,17 +147,20 @@ def anchor_targets(
 
 
 class AnchorCache:
-    """All levels' anchors of a preset in one box convention for given feature map sizes, built once."""
+    """All levels' anchors of a preset in one box convention for given feature map sizes, built
+    once."""
 
     def __init__(self, preset: Preset, convention: str = "v1"):
         self.preset, self.convention = preset, convention
         self._cache: dict[tuple, torch.Tensor] = {}
 
-    def __call__(self, level_hw: list[tuple[int, int]], device: torch.device | str = "cpu") -> torch.Tensor:
+    def __call__(self, level_hw: list[tuple[int, int]], device: torch.device | str = "cpu"
+                 ) -> torch.Tensor:
         """[sum_l H_l * W_l * A, code] in the order of the flattened head maps."""
         key = (tuple(level_hw), str(device))
         if key not in self._cache:
             self._cache[key] = torch.cat(
-                [level_anchors(self.preset.anchors, i, hw, self.convention, device) for i, hw in enumerate(level_hw)]
+                [level_anchors(self.preset.anchors, i, hw, self.convention, device)
+                 for i, hw in enumerate(level_hw)]
             )
         return self._cache[key]
