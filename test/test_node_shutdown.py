@@ -31,9 +31,9 @@ def running(tmp_path):
         yield node, probe, tmp_path
 
 
-def interrupted(node: NodeProcess) -> str:
-    """SIGINT the node; its log, once it has ended within SHUTDOWN_S, quietly."""
-    seconds = node.interrupt()
+def interrupted(node: NodeProcess, times: int = 1) -> str:
+    """SIGINT the node ``times`` times; its log, once it has ended within SHUTDOWN_S, quietly."""
+    seconds = node.interrupt(times)
     log = node.log.read_text()
     print(f"\nexit {seconds:.2f} s after SIGINT")
     assert "Traceback" not in log and "never retrieved" not in log, log[-3000:]
@@ -47,6 +47,15 @@ def test_sigint_when_idle(running):
     probe.detect(scene(), 1 * SEC)
     log = interrupted(node)
     assert "shutting down" in log and "abandoning" not in log
+
+
+def test_second_sigint_during_shutdown(running):
+    """Ctrl-C in a terminal running `ros2 launch` reaches the node twice: from the terminal and
+    forwarded by launch. The second must not interrupt the first one's cleanup."""
+    node, probe, _ = running
+    probe.detect(scene(), 1 * SEC)
+    log = interrupted(node, times=2)
+    assert "shutting down" in log
 
 
 def test_sigint_mid_frame(running):

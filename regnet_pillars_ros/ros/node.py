@@ -1,14 +1,14 @@
 """detector_node: PointCloud2 in, Detection3DArray + RViz markers out.
 
 The executor hands clouds to a latest-only slot; one inference thread takes the newest, stacks
-past sweeps, runs the serving model generation (``serving.py``: swaps load on its own thread,
-so parameter services keep answering) and publishes the frame only if that generation still
-serves, else runs it again. Shutdown abandons a frame or load in flight.
+past sweeps, runs the serving model generation (``serving.py``: swaps load on their own thread)
+and publishes the frame only if that generation still serves. Shutdown abandons work in flight.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 import sys
 import threading
 from typing import NoReturn
@@ -213,9 +213,8 @@ class DetectorNode(Node):
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
-    """``detector_node``: spin until SIGINT or SIGTERM, then end the process at once. A frame or
-    model load in flight is abandoned, never waited for, and so is the interpreter's teardown,
-    which would wait on (or trip over) those threads."""
+    """``detector_node``: spin until SIGINT or SIGTERM, then end the process at once, abandoning
+    a frame or load in flight and the interpreter's teardown, which would wait on those threads."""
     args = ros_arguments(sys.argv[1:] if argv is None else argv)
     rclpy.init(args=args)
     code = _spin()
@@ -239,7 +238,8 @@ def _spin() -> int:
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    finally:
+    finally:  # under launch, Ctrl-C comes twice (terminal and launch): the second must wait
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         node.close()
         node.destroy_node()
     return 0
