@@ -5,7 +5,7 @@ PYTEST_ARGS ?=
 # Shared-memory transport large enough for point clouds (see README, "Fast DDS profile").
 export FASTDDS_DEFAULT_PROFILES_FILE := $(CURDIR)/config/fastdds_profile.xml
 
-# `make test` runs the suite, then the numerical tests a second time on AVX2 kernels (oneDNN and
+# `make test` runs ruff (ruff.toml), the suite, then the numerical tests a second time on AVX2 kernels (oneDNN and
 # ATen) whatever the CPU offers, so that a tolerance which holds for one CPU's kernels only fails
 # on any machine. Left out of that pass: tests of behaviour rather than arithmetic, and
 # onnxruntime's (these variables do not reach its kernels). PYTEST_ARGS go to both passes; a -k
@@ -18,14 +18,17 @@ AVX2_KERNELS := ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2
 AVX2_PASS = $(AVX2_KERNELS) $(VENV)/bin/python -m pytest $(KERNEL_TESTS) -k "$(KERNEL_TESTS_K)" $(PYTEST_ARGS) \
 	|| [ $$? -eq 5 ]
 
-.PHONY: setup test test-avx2 demo clean
+.PHONY: setup lint test test-avx2 demo clean
 
 setup:
 	bash scripts/setup_env.sh
 
-test: setup
+test: lint
 	$(VENV)/bin/python -m pytest test $(PYTEST_ARGS)
 	$(AVX2_PASS)
+
+lint: setup
+	$(VENV)/bin/ruff check .
 
 test-avx2: setup
 	$(AVX2_PASS)

@@ -1,9 +1,9 @@
 """Run detector_node; arguments and YAML choice live in regnet_pillars_ros.ros.launch_config."""
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
+from launch import LaunchDescription
 from regnet_pillars_ros.ros import launch_config as cfg
 
 

@@ -1,11 +1,11 @@
 """detector.launch.py with a lyft preset by default (other arguments pass through)."""
 from pathlib import Path
 
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration
 
+from launch import LaunchDescription
 from regnet_pillars_ros.ros import launch_config as cfg
 
 

@@ -26,7 +26,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-
 from shared_data import SHARED
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,13 +11,13 @@ import pytest
 pytest.importorskip("rclpy", reason="rclpy not installed (scripts/setup_env.sh)")
 pytest.importorskip("vision_msgs.msg", reason="vision_msgs not generated")
 
+from eval_helpers import LYFT_NAMES, rename_to_lyft_classes  # noqa: E402
 from nuscenes import NuScenes  # noqa: E402
 from nuscenes.utils.geometry_utils import transform_matrix  # noqa: E402
 from pyquaternion import Quaternion  # noqa: E402
 from rclpy.serialization import deserialize_message  # noqa: E402
-from rosbags.rosbag2 import Reader  # noqa: E402
-from eval_helpers import LYFT_NAMES, rename_to_lyft_classes  # noqa: E402
 from ros_peer import message_class  # noqa: E402
+from rosbags.rosbag2 import Reader  # noqa: E402
 
 from regnet_pillars_ros.eval import bag_from_dataset as bfd  # noqa: E402
 from regnet_pillars_ros.eval import bag_topics as topics  # noqa: E402

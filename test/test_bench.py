@@ -9,8 +9,14 @@ import pytest
 import torch
 
 from regnet_pillars_ros.cli import main
-from regnet_pillars_ros.runtime.bench import (COMPOSITE_CLOUD, STAGES, make_cloud, network_gflop,
-                                              percentiles, time_preset)
+from regnet_pillars_ros.runtime.bench import (
+    COMPOSITE_CLOUD,
+    STAGES,
+    make_cloud,
+    network_gflop,
+    percentiles,
+    time_preset,
+)
 from regnet_pillars_ros.runtime.factory import build_detector
 
 PRESET = "nus-secfpn"

@@ -14,8 +14,8 @@ import torch
 from regnet_pillars_ros.model import get_preset
 from regnet_pillars_ros.model.checkpoint import (
     CheckpointError,
-    read_checkpoint,
     random_state_dict,
+    read_checkpoint,
     write_checkpoint,
 )
 from regnet_pillars_ros.model.network import PointPillarsNet

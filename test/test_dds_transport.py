@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from conftest import PythonProcess
 from ros_peer import describe
 

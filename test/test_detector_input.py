@@ -1,16 +1,14 @@
 """Detector input handling: layouts, bad values, empty clouds, clear errors."""
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
+from shared_data import MMDET3D_FIXTURES, require
 
 from regnet_pillars_ros.model import Detector
 from regnet_pillars_ros.model.detector import as_model_points, resolve_device, usable_points
 from regnet_pillars_ros.runtime.factory import build_detector
-
-from shared_data import MMDET3D_FIXTURES, require
 
 FIXTURE = MMDET3D_FIXTURES / "nus-regnetx-400mf-secfpn-s11"
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from eval_helpers import dataset_with_bags
+
 from regnet_pillars_ros.eval.scoring import read_detections
 from regnet_pillars_ros.tools import evaluate as cli
 from regnet_pillars_ros.tools.live_eval import NOT_RECEIVED, OBJECTS_TOPIC

@@ -8,8 +8,8 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-
 from eval_helpers import SPARSE, rename_to_lyft_classes, write_bags
+
 from regnet_pillars_ros.eval import bag_from_dataset, replay
 from regnet_pillars_ros.eval import synthetic_nuscenes as synthetic
 from regnet_pillars_ros.model import Detections, get_preset

@@ -8,12 +8,12 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from eval_helpers import dataset_with_bags
 from nuscenes import NuScenes
 
-from eval_helpers import dataset_with_bags
-from regnet_pillars_ros.eval import replay, scoring
 from regnet_pillars_ros.eval import nuscenes_frames as frames
 from regnet_pillars_ros.eval import nuscenes_metrics as metrics
+from regnet_pillars_ros.eval import replay, scoring
 from regnet_pillars_ros.eval import synthetic_nuscenes as synthetic
 from regnet_pillars_ros.model import Detections
 from regnet_pillars_ros.pipeline.frame import detect

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from eval_helpers import dataset_with_bags
+
 from regnet_pillars_ros.eval.scoring import read_detections
 from regnet_pillars_ros.tools import evaluate as cli
 

@@ -11,16 +11,22 @@ import dataclasses
 
 import numpy as np
 import pytest
+from eval_helpers import SPARSE
 from nuscenes import NuScenes
 
-from eval_helpers import SPARSE
 from regnet_pillars_ros.eval import nuscenes_frames as frames
 from regnet_pillars_ros.eval import nuscenes_metrics as metrics
 from regnet_pillars_ros.eval import scoring
 from regnet_pillars_ros.eval import synthetic_nuscenes as synthetic
 from regnet_pillars_ros.eval.replay import FrameResult, KeyFrame
-from regnet_pillars_ros.eval.streaming import (NO_OUTPUT_YET, Output, carry_boxes,
-                                               newest_published, schedule, stream_key_frames)
+from regnet_pillars_ros.eval.streaming import (
+    NO_OUTPUT_YET,
+    Output,
+    carry_boxes,
+    newest_published,
+    schedule,
+    stream_key_frames,
+)
 from regnet_pillars_ros.model import Detections
 from regnet_pillars_ros.pipeline.transforms import Transform, TransformError
 from regnet_pillars_ros.sim.scene import NUSCENES_CLASSES, NUSCENES_SPECS

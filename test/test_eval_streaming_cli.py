@@ -9,10 +9,10 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-
 from eval_helpers import dataset_with_bags
-from regnet_pillars_ros.eval import replay
+
 from regnet_pillars_ros.eval import nuscenes_frames as frames
+from regnet_pillars_ros.eval import replay
 from regnet_pillars_ros.model import get_preset
 from regnet_pillars_ros.model.checkpoint import write_checkpoint
 from regnet_pillars_ros.model.network import PointPillarsNet

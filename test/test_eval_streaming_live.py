@@ -14,9 +14,9 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from eval_helpers import dataset_with_bags
 from nuscenes import NuScenes
 
-from eval_helpers import dataset_with_bags
 from regnet_pillars_ros.eval import bag_topics as topics
 from regnet_pillars_ros.eval import nuscenes_metrics as metrics
 from regnet_pillars_ros.eval import replay, scoring

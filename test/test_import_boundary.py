@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
 
 PACKAGE = "regnet_pillars_ros"

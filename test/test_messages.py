@@ -10,8 +10,12 @@ from std_msgs.msg import Header  # noqa: E402
 from visualization_msgs.msg import Marker  # noqa: E402
 
 from regnet_pillars_ros.messages.cloud import read_points  # noqa: E402
-from regnet_pillars_ros.messages.detections import (detection_array, detection_boxes, label_info,  # noqa: E402
-                                                     velocity_cloud)
+from regnet_pillars_ros.messages.detections import (  # noqa: E402
+    detection_array,
+    detection_boxes,
+    label_info,
+    velocity_cloud,
+)
 from regnet_pillars_ros.messages.markers import MarkerOptions, detection_markers  # noqa: E402
 from regnet_pillars_ros.model.detections import Detections  # noqa: E402
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from float_bounds import assert_close_float64, assert_within, gamma
 
 from regnet_pillars_ros.model import PRESET_NAMES, get_preset
 from regnet_pillars_ros.model.backbones import regnet_stages
@@ -16,12 +17,15 @@ from regnet_pillars_ros.model.checkpoint import random_state_dict
 from regnet_pillars_ros.model.head import decode_boxes, encode_boxes, level_anchors
 from regnet_pillars_ros.model.network import PointPillarsNet
 from regnet_pillars_ros.model.pillars import HardVFE, project_rows
-from regnet_pillars_ros.model.postprocess import (Candidates, PostprocessConfig, limit_period,
-                                                  multiclass_nms, physical_bev)
+from regnet_pillars_ros.model.postprocess import (
+    Candidates,
+    PostprocessConfig,
+    limit_period,
+    multiclass_nms,
+    physical_bev,
+)
 from regnet_pillars_ros.model.rotated_nms import nms_rotated_bev
 from regnet_pillars_ros.model.voxelize import PAD_SPREAD, VoxelGrid, voxelize, voxelize_fixed
-
-from float_bounds import assert_close_float64, assert_within, gamma
 
 SPEC = Path(__file__).resolve().parents[2] / "shared" / "spec"
 needs_spec = pytest.mark.skipif(not SPEC.is_dir(), reason=f"spec not found at {SPEC}")

@@ -16,13 +16,22 @@ import pytest
 pytest.importorskip("rclpy", reason="rclpy not installed (scripts/setup_env.sh)")
 pytest.importorskip("vision_msgs.msg", reason="vision_msgs not generated (scripts/setup_env.sh)")
 
+from node_probe import (  # noqa: E402
+    LATCHED,
+    NodeProcess,
+    flat_scores_checkpoint,
+    node_args,
+    probe_of,
+    scene,
+    stamp_ns_of,
+    stamp_of,
+    transform,
+)
 from std_msgs.msg import Header  # noqa: E402
 from tf2_msgs.msg import TFMessage  # noqa: E402
 from vision_msgs.msg import LabelInfo  # noqa: E402
 from visualization_msgs.msg import Marker  # noqa: E402
 
-from node_probe import (LATCHED, NodeProcess, flat_scores_checkpoint, probe_of,  # noqa: E402
-                        node_args, scene, stamp_ns_of, stamp_of, transform)
 from regnet_pillars_ros.messages.cloud import read_points, to_msg  # noqa: E402
 from regnet_pillars_ros.model import get_preset  # noqa: E402
 

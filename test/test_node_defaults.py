@@ -15,11 +15,11 @@ import pytest
 pytest.importorskip("rclpy", reason="rclpy not installed (scripts/setup_env.sh)")
 pytest.importorskip("vision_msgs.msg", reason="vision_msgs not generated (scripts/setup_env.sh)")
 
+from node_probe import NODE, NodeProcess, probe_of, scene  # noqa: E402
 from rcl_interfaces.msg import ParameterType  # noqa: E402
 from rcl_interfaces.srv import GetParameters  # noqa: E402
 from rclpy.parameter import parameter_value_to_python  # noqa: E402
 
-from node_probe import NODE, NodeProcess, probe_of, scene  # noqa: E402
 from regnet_pillars_ros.model.presets import get_preset  # noqa: E402
 from regnet_pillars_ros.ros.params import DEFAULT_PRESET, PARAMS, defaults  # noqa: E402
 

@@ -12,9 +12,16 @@ pytest.importorskip("rclpy", reason="rclpy not installed (scripts/setup_env.sh)"
 pytest.importorskip("vision_msgs.msg", reason="vision_msgs not generated (scripts/setup_env.sh)")
 
 from nav_msgs.msg import Odometry  # noqa: E402
+from node_probe import (  # noqa: E402
+    NODE,
+    NodeProcess,
+    flat_scores_checkpoint,
+    node_args,
+    probe_of,
+    scene,
+    stamp_of,
+)
 
-from node_probe import (NODE, NodeProcess, flat_scores_checkpoint, node_args, probe_of,  # noqa: E402
-                        scene, stamp_of)
 from regnet_pillars_ros.model import get_preset  # noqa: E402
 from regnet_pillars_ros.model.head import level_anchors  # noqa: E402
 

@@ -7,12 +7,18 @@ from __future__ import annotations
 import threading
 
 import pytest
-
 from node_probe import WAIT_S, flat_scores_checkpoint
+
 from regnet_pillars_ros.model import get_preset
 from regnet_pillars_ros.ros.params import PARAMS
-from regnet_pillars_ros.ros.serving import (Generation, LoadOptions, ModelKey, ModelServer,
-                                            Outcome, split_by_class)
+from regnet_pillars_ros.ros.serving import (
+    Generation,
+    LoadOptions,
+    ModelKey,
+    ModelServer,
+    Outcome,
+    split_by_class,
+)
 
 NUS, LYFT = get_preset("nus-regnetx-400mf-fpn"), get_preset("lyft-regnetx-400mf-fpn")
 LIVE = {p.name: p.default for p in PARAMS if not p.read_only and not callable(p.default)}

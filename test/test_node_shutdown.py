@@ -13,6 +13,7 @@ pytest.importorskip("rclpy", reason="rclpy not installed (scripts/setup_env.sh)"
 pytest.importorskip("vision_msgs.msg", reason="vision_msgs not generated (scripts/setup_env.sh)")
 
 from node_probe import NodeProcess, flat_scores_checkpoint, node_args, probe_of, scene  # noqa: E402
+
 from regnet_pillars_ros.model import get_preset  # noqa: E402
 
 NUS, BIG = get_preset("nus-regnetx-400mf-fpn"), get_preset("nus-regnetx-1.6gf-fpn")

@@ -14,11 +14,10 @@ pytest.importorskip("rclpy", reason="rclpy not installed (scripts/setup_env.sh)"
 pytest.importorskip("vision_msgs.msg", reason="vision_msgs not generated (scripts/setup_env.sh)")
 
 from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
+from node_probe import NodeProcess, flat_scores_checkpoint, node_args, probe_of, scene  # noqa: E402
 from rcl_interfaces.msg import Log  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 
-from node_probe import (NodeProcess, flat_scores_checkpoint, node_args, probe_of,  # noqa: E402
-                        scene)
 from regnet_pillars_ros.model import get_preset  # noqa: E402
 
 NUS, LYFT = get_preset("nus-regnetx-400mf-fpn"), get_preset("lyft-regnetx-400mf-fpn")

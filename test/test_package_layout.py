@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 from ament_index_python import get_resources
 from ament_index_python.packages import get_package_prefix, get_package_share_directory
-
 from conftest import REPO
 
 PKG = "regnet_pillars_ros"

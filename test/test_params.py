@@ -5,8 +5,14 @@ import pytest
 
 from regnet_pillars_ros.model.presets import PRESET_NAMES, get_preset
 from regnet_pillars_ros.ros.latest import LatestSlot
-from regnet_pillars_ros.ros.params import (DEFAULT_PRESET, PARAMS, defaults, parse_class_colors,
-                                           parse_class_thresholds, validate)
+from regnet_pillars_ros.ros.params import (
+    DEFAULT_PRESET,
+    PARAMS,
+    defaults,
+    parse_class_colors,
+    parse_class_thresholds,
+    validate,
+)
 
 # The types a ROS parameter can take from a default (a list is a string array).
 ROS_TYPES = (bool, int, float, str, list)

@@ -5,9 +5,15 @@ import json
 
 import pytest
 
-from regnet_pillars_ros.model.presets import (PRESETS_FILE, FPNNeck, RegNetBackbone,
-                                              SecondBackbone, SecondFPNNeck, _preset_from_entry,
-                                              load_presets)
+from regnet_pillars_ros.model.presets import (
+    PRESETS_FILE,
+    FPNNeck,
+    RegNetBackbone,
+    SecondBackbone,
+    SecondFPNNeck,
+    _preset_from_entry,
+    load_presets,
+)
 
 ENTRIES = json.loads(PRESETS_FILE.read_text())
 

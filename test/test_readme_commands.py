@@ -14,7 +14,6 @@ import shutil
 import subprocess
 
 import pytest
-
 from conftest import REPO
 
 README = REPO / "README.md"
@@ -85,12 +84,12 @@ VENV_LINES = [line for line in node_lines() if line.startswith(".venv/bin/detect
 @pytest.mark.parametrize("line", VENV_LINES)
 def test_venv_node_lines_answer_on_the_topic_they_name(line, tmp_path):
     pytest.importorskip("vision_msgs.msg", reason="vision_msgs not generated (setup_env.sh)")
+    from node_probe import NodeProcess, probe_of, scene, stamp_of, transform
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import PointCloud2
     from std_msgs.msg import Header
     from tf2_msgs.msg import TFMessage
 
-    from node_probe import NodeProcess, probe_of, scene, stamp_of, transform
     from regnet_pillars_ros.messages.cloud import to_msg
 
     words = shell_words(line)

@@ -9,8 +9,14 @@ import pytest
 import torch
 from shapely.geometry import Polygon
 
-from regnet_pillars_ros.model.rotated_nms import (_candidate_pairs, _greedy_keep, _indexed_iou,
-                                                  benchmark, nms_rotated_bev, rotated_iou_bev)
+from regnet_pillars_ros.model.rotated_nms import (
+    _candidate_pairs,
+    _greedy_keep,
+    _indexed_iou,
+    benchmark,
+    nms_rotated_bev,
+    rotated_iou_bev,
+)
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "mmdet3d"
 FIXTURE_CASES = ("nus-regnetx-400mf-secfpn-s11", "lyft-fpn-s12")

@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from shared_data import MMDET3D_FIXTURES, require
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from regnet_pillars_ros.model import Detector, get_preset
+from regnet_pillars_ros.model import Detector
 from regnet_pillars_ros.model.checkpoint import CheckpointError
 from regnet_pillars_ros.model.detector import FRAME_COUNTS
 from regnet_pillars_ros.model.postprocess import Candidates, physical_bev, postprocess
@@ -21,8 +22,6 @@ from regnet_pillars_ros.runtime.factory import build_detector
 from regnet_pillars_ros.sim.scene import generate_scene
 from regnet_pillars_ros.sim.sweeps import simulate_sample
 from regnet_pillars_ros.train.data import VAL_SEED_BASE
-
-from shared_data import MMDET3D_FIXTURES, require
 
 FIXTURE = MMDET3D_FIXTURES / "nus-regnetx-400mf-secfpn-s11"
 PRESET = "nus-regnetx-400mf-secfpn"

@@ -4,12 +4,11 @@ import math
 
 import numpy as np
 import pytest
+from sim_helpers import surface_distance
 
 from regnet_pillars_ros.sim.lidar import GROUND, NO_HIT, LidarConfig, cast_rays, scan
 from regnet_pillars_ros.sim.scene import generate_scene
 from regnet_pillars_ros.sim.sweeps import hit_boxes_in_frame, simulate_sweep
-
-from sim_helpers import surface_distance
 
 
 def unit(*v):

@@ -10,8 +10,13 @@ from shapely import STRtree
 
 import regnet_pillars_ros
 from regnet_pillars_ros.model.boxes import bev_corners
-from regnet_pillars_ros.sim.scene import (EGO_CLEARANCE_M, NUSCENES_CLASSES, NUSCENES_SPECS,
-                                          EgoTrajectory, generate_scene)
+from regnet_pillars_ros.sim.scene import (
+    EGO_CLEARANCE_M,
+    NUSCENES_CLASSES,
+    NUSCENES_SPECS,
+    EgoTrajectory,
+    generate_scene,
+)
 
 # Read directly: importing regnet_pillars_ros.model would load torch.
 PRESETS_FILE = Path(regnet_pillars_ros.__file__).parent / "model" / "presets.json"

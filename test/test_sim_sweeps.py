@@ -4,12 +4,11 @@ import math
 
 import numpy as np
 import pytest
+from sim_helpers import fixed_scene, surface_distance
 
 from regnet_pillars_ros.sim.lidar import GROUND, LidarConfig
 from regnet_pillars_ros.sim.scene import EgoTrajectory
 from regnet_pillars_ros.sim.sweeps import simulate_sample, simulate_sweep, sweep_sequence
-
-from sim_helpers import fixed_scene, surface_distance
 
 LIDAR = LidarConfig()
 TOLERANCE = 5 * LIDAR.range_noise + 1e-3

@@ -13,10 +13,10 @@ import pytest
 pytest.importorskip("rclpy", reason="rclpy not installed (scripts/setup_env.sh)")
 pytest.importorskip("vision_msgs.msg", reason="vision_msgs not generated (scripts/setup_env.sh)")
 
+from node_probe import NodeProcess, node_args, probe_of, stamp_ns_of  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 from tf2_msgs.msg import TFMessage  # noqa: E402
 
-from node_probe import NodeProcess, node_args, probe_of, stamp_ns_of  # noqa: E402
 from regnet_pillars_ros.eval import bag_topics as topics  # noqa: E402
 from regnet_pillars_ros.eval import replay  # noqa: E402
 from regnet_pillars_ros.messages.bag_writer import BagWriter, header, transform_msg  # noqa: E402

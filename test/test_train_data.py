@@ -3,16 +3,22 @@ import itertools
 
 import numpy as np
 import torch
+from sim_helpers import fixed_scene
 
 from regnet_pillars_ros.model.presets import get_preset
 from regnet_pillars_ros.sim.lidar import LidarConfig
 from regnet_pillars_ros.sim.scene import NUSCENES_CLASSES
 from regnet_pillars_ros.sim.sweeps import simulate_sample
 from regnet_pillars_ros.train.data import (
-    VAL_SEED_BASE, SyntheticConfig, SyntheticData, augment, label_map, prepare, validation_samples,
+    VAL_SEED_BASE,
+    SyntheticConfig,
+    SyntheticData,
+    augment,
+    label_map,
+    prepare,
+    validation_samples,
 )
 from regnet_pillars_ros.train.loop import crop_preset
-from sim_helpers import fixed_scene
 
 SMALL_LIDAR = LidarConfig(azimuth_steps=360)
 

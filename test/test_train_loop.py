@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from sim_helpers import fixed_scene
 
 from regnet_pillars_ros.model.checkpoint import read_checkpoint, write_checkpoint
 from regnet_pillars_ros.model.head import level_anchors
@@ -19,10 +20,15 @@ from regnet_pillars_ros.sim.lidar import LidarConfig
 from regnet_pillars_ros.sim.sweeps import simulate_sample
 from regnet_pillars_ros.train import cli
 from regnet_pillars_ros.train.data import label_map, prepare
-from regnet_pillars_ros.train.loop import (TrainModel, batch_loss, crop_preset, init_head,
-                                           lr_factor, warmup_fraction)
+from regnet_pillars_ros.train.loop import (
+    TrainModel,
+    batch_loss,
+    crop_preset,
+    init_head,
+    lr_factor,
+    warmup_fraction,
+)
 from regnet_pillars_ros.train.targets import AnchorCache
-from sim_helpers import fixed_scene
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--preset", "nus-secfpn", "--batch-size", "1", "--crop", "8", "--keys-per-scene", "1",

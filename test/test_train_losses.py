@@ -4,18 +4,20 @@ import math
 
 import pytest
 import torch
-from torch import nn
+from float_bounds import assert_close_float64
 
 from regnet_pillars_ros.model.network import PointPillarsNet
 from regnet_pillars_ros.model.presets import get_preset
 from regnet_pillars_ros.model.voxelize import voxelize
 from regnet_pillars_ros.train.encoder import encode_batch
 from regnet_pillars_ros.train.losses import (
-    LossConfig, add_sin_difference, detection_loss, sigmoid_focal_loss, smooth_l1,
+    LossConfig,
+    add_sin_difference,
+    detection_loss,
+    sigmoid_focal_loss,
+    smooth_l1,
 )
 from regnet_pillars_ros.train.targets import Targets
-
-from float_bounds import assert_close_float64
 
 
 def test_focal_loss_matches_the_formula():

@@ -7,8 +7,14 @@ import torch
 from regnet_pillars_ros.model.head import level_anchors
 from regnet_pillars_ros.model.presets import get_preset
 from regnet_pillars_ros.train.targets import (
-    AnchorCache, AssignerConfig, aligned_iou, anchor_targets, assign, direction_targets,
-    nearest_bev, to_convention,
+    AnchorCache,
+    AssignerConfig,
+    aligned_iou,
+    anchor_targets,
+    assign,
+    direction_targets,
+    nearest_bev,
+    to_convention,
 )
 
 DIR_OFFSET = -0.7854  # the 1.x configs'

@@ -5,7 +5,13 @@ import numpy as np
 import pytest
 
 from regnet_pillars_ros.pipeline.transforms import (
-    ExtrapolationError, Transform, TransformBuffer, TransformError, slerp, transform_boxes)
+    ExtrapolationError,
+    Transform,
+    TransformBuffer,
+    TransformError,
+    slerp,
+    transform_boxes,
+)
 
 SEC = 1_000_000_000
 

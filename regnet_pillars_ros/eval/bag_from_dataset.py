@@ -29,11 +29,16 @@ from typing import Any
 
 import numpy as np
 
-from ..pipeline.transforms import Transform
 from ..messages.bag_writer import STORAGES
+from ..pipeline.transforms import Transform
 from . import bag_topics as topics
-from .nuscenes_frames import (GlobalBoxes, annotations_in_sensor_frame, devkit_transform,
-                              from_global, key_lidar_poses)
+from .nuscenes_frames import (
+    GlobalBoxes,
+    annotations_in_sensor_frame,
+    devkit_transform,
+    from_global,
+    key_lidar_poses,
+)
 
 PROG = "regnet-pillars bag-from-dataset"
 CHANNEL = "LIDAR_TOP"
@@ -178,8 +183,8 @@ def ground_truth(dataset: Dataset, sample_token: str) -> tuple[np.ndarray, list[
 def ground_truth_msg(boxes: np.ndarray, names: list[str], instance_tokens: list[str], header):
     """vision_msgs/Detection3DArray of the ground truth, built like the node's output (score 1,
     class name as class_id) with the instance token as each Detection3D's id."""
-    from ..model.detections import Detections
     from ..messages.detections import detection_array
+    from ..model.detections import Detections
 
     class_names = tuple(sorted(set(names)))
     dets = Detections(boxes=boxes, scores=np.ones(len(boxes), np.float32),

@@ -68,8 +68,14 @@ def transform_msg(parent: str, child: str, stamp_ns: int, value: Transform):
 def latched_qos():
     """The offered QoS recorded for ``latched`` topics (reliable, transient local, depth 1), so
     that ``ros2 bag play`` republishes them the way /tf_static is published."""
-    from rosbags.interfaces import (Qos, QosDurability, QosHistory, QosLiveliness,
-                                    QosReliability, QosTime)
+    from rosbags.interfaces import (
+        Qos,
+        QosDurability,
+        QosHistory,
+        QosLiveliness,
+        QosReliability,
+        QosTime,
+    )
 
     unspecified = QosTime(0, 0)
     return Qos(QosHistory.KEEP_LAST, 1, QosReliability.RELIABLE, QosDurability.TRANSIENT_LOCAL,

@@ -6,8 +6,14 @@ import math
 
 import numpy as np
 from geometry_msgs.msg import Point, Pose, Quaternion, Vector3
-from vision_msgs.msg import (BoundingBox3D, Detection3D, Detection3DArray, LabelInfo,
-                             ObjectHypothesisWithPose, VisionClass)
+from vision_msgs.msg import (
+    BoundingBox3D,
+    Detection3D,
+    Detection3DArray,
+    LabelInfo,
+    ObjectHypothesisWithPose,
+    VisionClass,
+)
 
 from ..model.detections import Detections
 from ..pipeline.transforms import yaw_quaternions

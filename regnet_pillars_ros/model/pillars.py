@@ -15,7 +15,6 @@ from torch import nn
 
 from .backbones import BN_EPS, BN_MOMENTUM
 
-
 # (layer, projected point rows, projected padding rows) -> both after BatchNorm and ReLU.
 ActivateFn = Callable[["VFELayer", torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 

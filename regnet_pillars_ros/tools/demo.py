@@ -124,8 +124,12 @@ class Player:
 
     def __init__(self, timeout_s: float) -> None:
         import rclpy
-        from rclpy.qos import (DurabilityPolicy, QoSProfile, ReliabilityPolicy,
-                               qos_profile_sensor_data)
+        from rclpy.qos import (
+            DurabilityPolicy,
+            QoSProfile,
+            ReliabilityPolicy,
+            qos_profile_sensor_data,
+        )
         from sensor_msgs.msg import PointCloud2
         from tf2_msgs.msg import TFMessage
         from vision_msgs.msg import Detection3DArray

@@ -39,8 +39,14 @@ import yaml
 
 from ..eval.replay import FrameResult, ReplayConfig, key_cloud, scene_bags, scene_name
 from ..eval.report import BevFrame, bev_choice, lyft_blocks, nuscenes_blocks, write_report
-from ..eval.scoring import (Accounting, account, filled_detections, frame_records,
-                            write_detections, write_frames)
+from ..eval.scoring import (
+    Accounting,
+    account,
+    filled_detections,
+    frame_records,
+    write_detections,
+    write_frames,
+)
 from ..eval.shard import replay_sharded, world
 from ..model import PRESET_NAMES, get_preset
 from ..pipeline.frame import OutputFilter, SweepSettings

@@ -34,8 +34,13 @@ from ..eval.replay import FrameResult, ReplayConfig, replay_scene, replay_scenes
 from ..eval.scoring import frame_records, merge, write_frames
 from ..eval.shard import world
 from ..eval.streaming import FORECASTS, schedule
-from ..eval.streaming_replay import (SceneTimeline, needed_clouds, read_timeline,
-                                     scheduled_outputs, stream_scene)
+from ..eval.streaming_replay import (
+    SceneTimeline,
+    needed_clouds,
+    read_timeline,
+    scheduled_outputs,
+    stream_scene,
+)
 from ..eval.streaming_report import StreamingRun, headline, streaming_blocks, summary_record
 from ..model import Detector, get_preset
 

@@ -1,4 +1,4 @@
-"""`python -m regnet_pillars_ros.train.cli`: train a preset on synthetic scans (also under torchrun).
+"""`python -m regnet_pillars_ros.train.cli`: train a preset on synthetic scans (or under torchrun).
 
     python -m regnet_pillars_ros.train.cli --preset nus-regnetx-400mf-fpn --data synthetic \\
         --iters 2000 -o run/
