@@ -56,8 +56,8 @@ PARAMS: tuple[Param, ...] = (
     Param("torch_threads", 0, "CPU threads torch may use; 0 = torch's default (one per core). "
           "Fewer leave cores to DDS and other nodes (torch slows down sharply when "
           "oversubscribed)", True, range=(0, 256)),
-    Param("keep_freed_memory", False, "Let glibc keep freed frame buffers in its heap: about 12% "
-          "faster CPU frames, but the node then holds its peak frame memory and more (off by "
+    Param("keep_freed_memory", False, "Let glibc keep freed frame buffers in its heap: faster CPU "
+          "frames, but the node then holds its peak frame memory and more (off by "
           "default for predictable memory; the regnet-pillars CLI turns it on)", True),
     # Output filtering: live.
     Param("score_threshold", 0.3, "Minimum score of a published box", range=(0.0, 1.0)),
