@@ -219,10 +219,13 @@ class Probe:
         header = Header(stamp=stamp_of(stamp_ns), frame_id=frame)
         if with_tf:
             self.tf_pub.publish(TFMessage(transforms=[transform("odom", "base_link", stamp_ns)]))
-        self.cloud_pub.publish(to_msg(header, xyz_or_structured))
+        self.publish_raw(to_msg(header, xyz_or_structured))
         return header
 
     def publish_raw(self, msg: PointCloud2) -> None:
+        # A best-effort cloud sent before discovery matched the node's subscription is lost
+        # (LabelInfo arriving says only that the node's publisher was matched).
+        self.wait(self.cloud_pub.get_subscription_count, "the node's cloud subscription")
         self.cloud_pub.publish(msg)
 
     def result_for(self, stamp_ns: int, timeout: float = WAIT_S) -> Detection3DArray:

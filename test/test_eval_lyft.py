@@ -54,7 +54,7 @@ def test_ground_truth_through_the_lyft_scoring_path_scores_map_1(lyft, tmp_path)
             replay.KeyFrame(sample["token"], 0, dataset.db.scene[0]["name"]),
             Detections(boxes[:, :7].astype(np.float32), np.ones(len(boxes), np.float32),
                        np.array([CLASSES.index(n) for n in names], np.int64), CLASSES)))
-    acc, _, _ = cli.score_lyft(frames, args, dataset.db, Path(tmp_path))
+    acc, _, _, _ = cli.score_lyft(frames, args, dataset.db, Path(tmp_path))
     assert len(acc.scored) == 2
     scores = json.loads((tmp_path / "metrics_lyft.json").read_text())
     assert scores["mean_ap"] == pytest.approx(1.0)
