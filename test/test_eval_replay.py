@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from eval_helpers import dataset_with_bags
+from eval_helpers import dataset_with_bags, stack_devkit_sweeps
 from nuscenes import NuScenes
 
 from regnet_pillars_ros.eval import nuscenes_frames as frames
@@ -72,13 +72,8 @@ def test_replay_stacks_sweeps_with_the_devkit_poses(dataset, offline):
     while chain[0]["prev"]:
         chain.insert(0, nusc.get("sample_data", chain[0]["prev"]))
     detector = config.detector()
-    sweeps = config.sweeps.accumulator(detector.preset.sweeps_num)
-    for record in chain:
-        pose = (frames.devkit_transform(nusc.get("ego_pose", record["ego_pose_token"]))
-                @ frames.devkit_transform(nusc.get("calibrated_sensor",
-                                                   record["calibrated_sensor_token"])))
-        points = np.fromfile(nusc.get_sample_data_path(record["token"]), np.float32)
-        stacked = sweeps.add(points.reshape(-1, 5)[:, :3].copy(), record["timestamp"] * 1000, pose)
+    stacked = stack_devkit_sweeps(nusc, chain,
+                                  config.sweeps.accumulator(detector.preset.sweeps_num))
     assert stacked.sweeps == 11 and not stacked.ego_motion_missing
     expected = detect(detector, stacked.points, config.output)
     written = scoring.read_detections(offline / "detections.npz")[sample["token"]]

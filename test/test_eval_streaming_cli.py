@@ -9,14 +9,9 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from eval_helpers import dataset_with_bags
+from eval_helpers import dataset_with_bags, placeholder_checkpoint, stack_devkit_sweeps
 
-from regnet_pillars_ros.eval import nuscenes_frames as frames
 from regnet_pillars_ros.eval import replay
-from regnet_pillars_ros.model import get_preset
-from regnet_pillars_ros.model.checkpoint import write_checkpoint
-from regnet_pillars_ros.model.network import PointPillarsNet
-from regnet_pillars_ros.model.placeholder import placeholder_weights
 from regnet_pillars_ros.pipeline.frame import detect
 from regnet_pillars_ros.tools import evaluate as cli
 
@@ -28,10 +23,7 @@ def data(tmp_path_factory) -> SimpleNamespace:
     """One scene, 2 key frames (21 sweeps), sparse LiDAR."""
     root = tmp_path_factory.mktemp("streaming")
     dataset, bags = dataset_with_bags(root, seed=5, num_scenes=1, num_key_frames=2)
-    preset = get_preset(PRESET)
-    net = PointPillarsNet(preset)
-    placeholder_weights(net, preset, preset.test_cfg.score_thr)
-    checkpoint = write_checkpoint(root / "placeholder.pth", net.state_dict(), preset, "v1")
+    checkpoint = placeholder_checkpoint(root / "placeholder.pth", PRESET)
     return SimpleNamespace(root=root, bags=bags, dataroot=dataset.dataroot,
                            nusc=dataset_nusc(dataset), checkpoint=checkpoint)
 
@@ -108,13 +100,8 @@ def test_a_cloud_run_alone_stacks_every_earlier_sweep(data, report):
     detector = config.detector()
     [result] = replay.replay_scene(replay.scene_bags(data.bags)[0], detector, config,
                                    run_at={chain[-1]["timestamp"] * 1000})
-    sweeps = config.sweeps.accumulator(detector.preset.sweeps_num)
-    for record in chain:
-        pose = (frames.devkit_transform(nusc.get("ego_pose", record["ego_pose_token"]))
-                @ frames.devkit_transform(nusc.get("calibrated_sensor",
-                                                   record["calibrated_sensor_token"])))
-        points = np.fromfile(nusc.get_sample_data_path(record["token"]), np.float32)
-        stacked = sweeps.add(points.reshape(-1, 5)[:, :3].copy(), record["timestamp"] * 1000, pose)
+    stacked = stack_devkit_sweeps(nusc, chain,
+                                  config.sweeps.accumulator(detector.preset.sweeps_num))
     assert stacked.sweeps == 11
     expected = detect(detector, stacked.points, config.output)
     assert len(result.detections) == len(expected) > 0

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from eval_helpers import dataset_with_bags
+from eval_helpers import dataset_with_bags, placeholder_checkpoint
 from nuscenes import NuScenes
 
 from regnet_pillars_ros.eval import bag_topics as topics
@@ -24,9 +24,6 @@ from regnet_pillars_ros.eval import synthetic_nuscenes as synthetic
 from regnet_pillars_ros.eval.streaming import NO_OUTPUT_YET, Output
 from regnet_pillars_ros.eval.streaming_replay import read_timeline, stream_scene
 from regnet_pillars_ros.model import get_preset
-from regnet_pillars_ros.model.checkpoint import write_checkpoint
-from regnet_pillars_ros.model.network import PointPillarsNet
-from regnet_pillars_ros.model.placeholder import placeholder_weights
 from regnet_pillars_ros.tools import evaluate as cli
 
 PRESET = "nus-secfpn"
@@ -38,10 +35,7 @@ RATE = "0.1"  # 1.5 s of bag in 15 s: the node's outputs reach key frames on a s
 def data(tmp_path_factory) -> SimpleNamespace:
     root = tmp_path_factory.mktemp("live_streaming")
     dataset, bags = dataset_with_bags(root, seed=5, num_scenes=1, num_key_frames=3)
-    preset = get_preset(PRESET)
-    net = PointPillarsNet(preset)
-    placeholder_weights(net, preset, preset.test_cfg.score_thr)
-    checkpoint = write_checkpoint(root / "placeholder.pth", net.state_dict(), preset, "v1")
+    checkpoint = placeholder_checkpoint(root / "placeholder.pth", PRESET)
     return SimpleNamespace(root=root, bags=bags, dataset=dataset, checkpoint=checkpoint)
 
 
