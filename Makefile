@@ -5,17 +5,15 @@ PYTEST_ARGS ?=
 # Shared-memory transport large enough for point clouds (see README, "Fast DDS profile").
 export FASTDDS_DEFAULT_PROFILES_FILE := $(CURDIR)/config/fastdds_profile.xml
 
-# `make test` runs ruff (ruff.toml), the suite, then the numerical tests a second time on AVX2 kernels (oneDNN and
-# ATen) whatever the CPU offers, so that a tolerance which holds for one CPU's kernels only fails
-# on any machine. Left out of that pass: tests of behaviour rather than arithmetic, and
-# onnxruntime's (these variables do not reach its kernels). PYTEST_ARGS go to both passes; a -k
-# in them replaces the pass's own, and a pass they leave empty (pytest's exit code 5) is no error.
+# `make test` runs ruff (ruff.toml), the suite, then the tests marked `kernels` (their numbers
+# depend on the CPU's float kernels: row projection, mmdet3d parity, the fixed-size frame, rotated
+# IoU, one detector input check) a second time on the AVX2 kernels of oneDNN and ATen, whatever
+# the CPU offers, so that a tolerance which holds for one CPU's kernels only fails on any machine.
+# PYTEST_ARGS go to both passes; a pass they leave empty (pytest's exit code 5) is no error.
 KERNEL_TESTS := test/test_model_components.py test/test_model_parity.py test/test_runtime_backends.py \
 	test/test_rotated_nms.py test/test_detector_input.py
-KERNEL_TESTS_K := not (onnx or export_records or refused or provider_order or falls_back or host_synchronisation \
-	or benchmark_runs)
 AVX2_KERNELS := ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2
-AVX2_PASS = $(AVX2_KERNELS) $(VENV)/bin/python -m pytest $(KERNEL_TESTS) -k "$(KERNEL_TESTS_K)" $(PYTEST_ARGS) \
+AVX2_PASS = $(AVX2_KERNELS) $(VENV)/bin/python -m pytest $(KERNEL_TESTS) -m kernels $(PYTEST_ARGS) \
 	|| [ $$? -eq 5 ]
 
 .PHONY: setup lint test test-avx2 demo clean

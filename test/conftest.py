@@ -148,6 +148,11 @@ def pytest_terminal_summary(terminalreporter) -> None:
         yellow=True, bold=True)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "kernels: the numbers depend on the CPU's float kernels "
+                            "(oneDNN, ATen vector code); make test runs these again on AVX2")
+
+
 def pytest_report_header() -> str:
     """Which CPU kernels run (the Makefile's second pass restricts them to AVX2)."""
     import torch

@@ -23,6 +23,7 @@ def points() -> np.ndarray:
     return np.load(require(FIXTURE) / "points.npy")
 
 
+@pytest.mark.kernels
 def test_five_and_four_column_inputs_agree(detector, points):
     five = detector(points)
     four = detector(points[:, [0, 1, 2, 4]])

@@ -230,6 +230,7 @@ def test_sparse_vfe_equals_padded_reference(name, folded):
 
 
 @pytest.mark.parametrize("rows, k", [(50_000, 10), (3001, 64), (1, 5), (0, 10)])
+@pytest.mark.kernels
 def test_row_projection_equals_the_matrix_product(rows, k):
     """The CPU's 1x1-convolution form of `x @ weight.T`, on a weight slice (not contiguous, as the
     encoder's later layers take it), with gradients for training."""

@@ -15,7 +15,8 @@ from regnet_pillars_ros.runtime.factory import build_detector
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "mmdet3d"
 CASES = {"nus-regnetx-400mf-secfpn-s11": "nus-regnetx-400mf-secfpn", "lyft-fpn-s12": "lyft-fpn"}
 
-pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"fixtures not found at {FIXTURES}")
+pytestmark = [pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"fixtures not found at {FIXTURES}"),
+              pytest.mark.kernels]
 
 
 class Case:

@@ -120,6 +120,7 @@ def assert_iou_close(got: np.ndarray, ref: np.ndarray) -> None:
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", (torch.float64, torch.float32))
+@pytest.mark.kernels
 def test_iou_matches_shapely_on_random_matrix(device: str, dtype: torch.dtype) -> None:
     rng = np.random.default_rng(0)
     boxes = torch.tensor(random_boxes(rng, 80), dtype=dtype)
@@ -132,6 +133,7 @@ def test_iou_matches_shapely_on_random_matrix(device: str, dtype: torch.dtype) -
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.kernels
 def test_iou_matches_shapely_on_delicate_pairs(device: str) -> None:
     a, b = paired_cases(np.random.default_rng(1))
     ref = np.array([shapely_iou(p, q) for p, q in zip(a, b)])
@@ -146,6 +148,7 @@ def test_iou_matches_shapely_on_delicate_pairs(device: str) -> None:
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.kernels
 def test_same_footprint_gives_one(device: str) -> None:
     a = random_boxes(np.random.default_rng(4), 500)
     quarter = a.copy()
@@ -159,6 +162,7 @@ def test_same_footprint_gives_one(device: str) -> None:
                                    atol=1e-9, rtol=0)
 
 
+@pytest.mark.kernels
 def test_symmetry_and_self_iou() -> None:
     boxes = torch.from_numpy(random_boxes(np.random.default_rng(2), 60))
     iou = rotated_iou_bev(boxes, boxes)
@@ -170,6 +174,7 @@ def test_symmetry_and_self_iou() -> None:
                                atol=1e-12, rtol=0)
 
 
+@pytest.mark.kernels
 def test_analytic_cases() -> None:
     def iou(a: list[float], b: list[float]) -> float:
         return float(rotated_iou_bev(torch.tensor([a], dtype=torch.float64),
@@ -371,6 +376,7 @@ def fixture_nms(case: str, columns: list[int]
 
 
 @pytest.mark.parametrize("case", FIXTURE_CASES)
+@pytest.mark.kernels
 def test_fixture_parity_with_mmdet3d(case: str) -> None:
     boxes, scores, labels, data = fixture_nms(case, [0, 1, 3, 4, 6])
     np.testing.assert_array_equal(labels, data["out_labels"])

@@ -139,6 +139,7 @@ def test_torch_cuda_graph_matches_cpu(points, reference):
     assert detector.cuda_graph  # replayed, never fell back to eager frames
 
 
+@pytest.mark.kernels
 def test_fixed_size_frame_gives_the_eager_detections(points, reference):
     """The body of the CUDA graph (`Detector.fixed_size_frame`), run eagerly on the CPU: the first
     `count` rows of a larger buffer, whose other rows hold a stale cloud, give the eager boxes."""
