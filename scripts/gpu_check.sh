@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One GPU session on a lent device machine (one NVIDIA GPU, Python 3.12 with a CUDA torch, a
+# One run on a lent GPU machine (one NVIDIA GPU, Python 3.12 with a CUDA torch, a
 # CPU-only onnxruntime, no network), run from the source tree with that machine's torch:
 #   1. the CUDA-gated tests (torch CUDA backends vs CPU, CUDA graph, voxelization, rotated NMS);
 #   2. training of the default model (nus-regnetx-400mf-fpn on synthetic scans) for
