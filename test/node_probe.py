@@ -165,7 +165,9 @@ class Probe:
                 (PointCloud2, f"{NODE}/output/velocities", self.velocities, reliable),
                 (DiagnosticArray, "/diagnostics", self.diagnostics, reliable)):
             if store is not None:
-                n.create_subscription(kind, topic, self._collector(store), qos)
+                sub = n.create_subscription(kind, topic, self._collector(store), qos)
+                if store is self.objects:
+                    self.objects_sub = sub
         status = self._collector(self.model_status)
         n.create_subscription(String, f"{NODE}/output/model_status",
                               lambda msg: status(msg.data), LATCHED)
@@ -320,6 +322,8 @@ def probe_of(node: "NodeProcess", markers: bool = True) -> Iterator["Probe"]:
     probe = Probe(context, watch=node.check, markers=markers)
     try:
         probe.wait(lambda: probe.labels, "LabelInfo from the starting node")
+        # Detections published before discovery matched the probe's subscription would be lost.
+        probe.wait(probe.objects_sub.get_publisher_count, "the node's objects publisher")
         yield probe
     finally:
         probe.close()
