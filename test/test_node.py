@@ -184,6 +184,20 @@ def test_past_sweeps_are_stacked_with_ego_motion_from_tf(ctx):
     assert values.get("ego_motion_missing", "0") == "0", values.get("last_ego_motion_error")
 
 
+def test_a_burst_of_ten_clouds_enters_the_sweep_history_whole(ctx):
+    """Ten clouds sent at once (a driver catching up): the input queue holds them all until the
+    executor takes them, where a five-deep sensor-data queue would overwrite half."""
+    probe = ctx["probe"]
+    before = int(probe.fresh_counters()["frames_received"])
+    stamps = [T0 + 25 * SEC + k * SEC // 100 for k in range(10)]
+    cloud = scene()
+    probe.wait(probe.cloud_pub.get_subscription_count, "the node's cloud subscription")
+    for stamp in stamps:
+        probe.cloud_pub.publish(to_msg(Header(stamp=stamp_of(stamp), frame_id="lidar"), cloud))
+    probe.result_for(stamps[-1])
+    assert int(probe.fresh_counters()["frames_received"]) - before == len(stamps)
+
+
 def test_overload_keeps_memory_bounded_and_processes_the_newest_cloud(ctx):
     probe, node = ctx["probe"], ctx["node"]
     big = scene(60_000)

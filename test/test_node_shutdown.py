@@ -12,8 +12,17 @@ import pytest
 pytest.importorskip("rclpy", reason="rclpy not installed (scripts/setup_env.sh)")
 pytest.importorskip("vision_msgs.msg", reason="vision_msgs not generated (scripts/setup_env.sh)")
 
-from node_probe import NodeProcess, flat_scores_checkpoint, node_args, probe_of, scene  # noqa: E402
+from node_probe import (  # noqa: E402
+    NodeProcess,
+    flat_scores_checkpoint,
+    node_args,
+    probe_of,
+    scene,
+    stamp_of,
+)
+from std_msgs.msg import Header  # noqa: E402
 
+from regnet_pillars_ros.messages.cloud import to_msg  # noqa: E402
 from regnet_pillars_ros.model import get_preset  # noqa: E402
 
 NUS, BIG = get_preset("nus-regnetx-400mf-fpn"), get_preset("nus-regnetx-1.6gf-fpn")
@@ -68,8 +77,11 @@ def test_sigint_mid_frame(running):
         k = 0
         while not stop.wait(0.05):
             k += 1
-            probe.publish_cloud(big, (2 + k) * SEC, with_tf=False)
+            # Not publish_cloud: its wait for the node's subscription fails once the node ended.
+            probe.cloud_pub.publish(to_msg(Header(stamp=stamp_of((2 + k) * SEC),
+                                                  frame_id="lidar"), big))
 
+    probe.wait(probe.cloud_pub.get_subscription_count, "the node's cloud subscription")
     streamer = threading.Thread(target=stream)
     streamer.start()
     try:

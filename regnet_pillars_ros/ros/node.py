@@ -20,7 +20,7 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import Header, String
 from tf2_msgs.msg import TFMessage
@@ -38,6 +38,12 @@ from .log_bridge import route_package_logs, unroute_package_logs
 from .outputs import Outputs
 from .param_glue import apply_process_settings, cleared_lists, declare_all
 from .serving import LoadOptions, ModelKey, ModelServer, Outcome
+
+# Sensor-data QoS (best effort), but ten deep rather than five: every cloud enters the sweep
+# history, so a burst of clouds, or a moment in which the executor runs late, must queue up to
+# the ten past sweeps the models stack instead of overwriting them. Inference stays latest-only.
+CLOUD_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT,
+                       durability=DurabilityPolicy.VOLATILE)
 
 
 class DetectorNode(Node):
@@ -65,8 +71,7 @@ class DetectorNode(Node):
         self._sweeps = sweeps.accumulator(self._server.current.detector.preset.sweeps_num,
                                           self._ego)
 
-        self.create_subscription(PointCloud2, "~/input/pointcloud", self._on_cloud,
-                                 qos_profile_sensor_data,
+        self.create_subscription(PointCloud2, "~/input/pointcloud", self._on_cloud, CLOUD_QOS,
                                  callback_group=MutuallyExclusiveCallbackGroup())
         self._subscribe_ego_motion(MutuallyExclusiveCallbackGroup())
         self.create_timer(1.0, lambda: self._out.report(self._server.current.key.preset),
