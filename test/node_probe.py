@@ -62,14 +62,12 @@ def flat_scores_checkpoint(path: Path, preset_name: str, scores: dict[str, float
 class NodeProcess:
     """``python -m regnet_pillars_ros.ros.node ...`` in its own process, output in a log file."""
 
-    def __init__(self, args: list[str], log: Path) -> None:
+    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None) -> None:
+        """``env``: variables added to this process's environment for the node."""
         self.log = log
         self._log_file = open(log, "w")
-        # A fixed mmap threshold makes glibc return every freed cloud-sized block at once,
-        # so resident memory follows live memory (tests compare it before and after bursts).
-        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
         self.proc = subprocess.Popen([sys.executable, *args], stdout=self._log_file,
-                                     stderr=subprocess.STDOUT, env=env)
+                                     stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
 
     def check(self) -> None:
         """Fail with the node's log when the process has ended."""
@@ -235,6 +233,23 @@ class Probe:
             return next((m for m in self.objects if stamp_ns_of(m.header.stamp) == stamp_ns),
                         None)
         return self.wait(match, f"detections of the cloud stamped {stamp_ns}", timeout)
+
+    def resend_until_answered(self, publish: Callable[[], None], stamp_ns: int,
+                              every_s: float = 5.0) -> Detection3DArray:
+        """Call ``publish`` (a best-effort cloud stamped ``stamp_ns``) again every ``every_s``
+        until its detections arrive. For a publisher created after the node started: its first
+        messages may leave once it has matched the node's subscription but before the node has
+        matched it, and the node then drops them."""
+        deadline = time.monotonic() + WAIT_S
+        while True:
+            publish()
+            try:
+                return self.result_for(stamp_ns, max(0.1, min(every_s,
+                                                             deadline - time.monotonic())))
+            except AssertionError:
+                self.watch()  # the node died: say so rather than resend
+                if time.monotonic() >= deadline:
+                    raise
 
     def detect(self, xyz: np.ndarray, stamp_ns: int, frame: str = "lidar",
                with_tf: bool = True) -> Detection3DArray:
