@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from eval_helpers import dataset_with_bags
+from eval_helpers import dataset_with_bags, placeholder_checkpoint
 
 from regnet_pillars_ros.eval.scoring import read_detections
 from regnet_pillars_ros.tools import evaluate as cli
@@ -19,24 +19,25 @@ LIVE_TIMEOUT_S = "600"
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> tuple[Path, Path]:
-    """One scene, 2 key frames (21 sweeps), sparse LiDAR."""
-    dataset, bags = dataset_with_bags(tmp_path_factory.mktemp("live"), seed=5, num_scenes=1,
-                                      num_key_frames=2)
-    return bags, dataset.dataroot
+def data(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """One scene, 2 key frames (21 sweeps), sparse LiDAR; the placeholder weights as a
+    checkpoint, calibrated once rather than by every run and node."""
+    root = tmp_path_factory.mktemp("live")
+    dataset, bags = dataset_with_bags(root, seed=5, num_scenes=1, num_key_frames=2)
+    return bags, dataset.dataroot, placeholder_checkpoint(root / "placeholder.pth", PRESET)
 
 
-def evaluate(bags: Path, out: Path, *extra: str) -> dict:
-    assert cli.main([str(bags), "--preset", PRESET, "-o", str(out), "--no-progress",
-                     "--bev-frames", "1", *extra]) == 0
+def evaluate(data: tuple[Path, Path, Path], out: Path, *extra: str) -> dict:
+    bags, _, checkpoint = data
+    assert cli.main([str(bags), "--preset", PRESET, "--checkpoint", str(checkpoint), "-o",
+                     str(out), "--no-progress", "--bev-frames", "1", *extra]) == 0
     return json.loads((out / "frames.json").read_text())
 
 
 def test_paced_live_replay_agrees_with_offline(data, tmp_path):
-    bags, dataroot = data
-    scored = ("--dataroot", str(dataroot))
-    evaluate(bags, tmp_path / "offline", *scored)
-    record = evaluate(bags, tmp_path / "live", *scored, "--live", "--paced", "--timeout",
+    scored = ("--dataroot", str(data[1]))
+    evaluate(data, tmp_path / "offline", *scored)
+    record = evaluate(data, tmp_path / "live", *scored, "--live", "--paced", "--timeout",
                       LIVE_TIMEOUT_S)
     offline = read_detections(tmp_path / "offline" / "detections.npz")
     live = read_detections(tmp_path / "live" / "detections.npz")
@@ -61,7 +62,7 @@ def test_paced_live_replay_agrees_with_offline(data, tmp_path):
 def test_real_time_replay_counts_the_key_frames_the_node_dropped(data, tmp_path):
     """At 20 Hz a node taking ~0.5 s a cloud drops most clouds: each key frame is either scored
     or dropped with the reason, none lost."""
-    record = evaluate(data[0], tmp_path, "--live", "--rate", "1", "--timeout", LIVE_TIMEOUT_S)
+    record = evaluate(data, tmp_path, "--live", "--rate", "1", "--timeout", LIVE_TIMEOUT_S)
     assert record["seen"] == 2 and record["scored"] + len(record["dropped"]) == 2
     assert set(record["dropped"].values()) <= {NOT_RECEIVED}
     assert all(f["status"] in ("scored", "dropped") for f in record["frames"])

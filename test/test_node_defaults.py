@@ -2,7 +2,7 @@
 ``-p preset:=...``. Every parameter then has the preset's own default, and the node answers a
 cloud on its default topic ``~/input/pointcloud``.
 
-nus-regnetx-400mf-fpn (the default preset) serves the weights shipped with the package; lyft-fpn
+nus-regnetx-400mf-fpn (the default preset) serves the weights shipped with the package; lyft-secfpn
 has none and serves seeded placeholder weights, which still give boxes (model/placeholder.py).
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ T0 = 2000 * 1_000_000_000
 
 STARTS = {
     "bare": ([], DEFAULT_PRESET),
-    "preset lyft-fpn": (["--ros-args", "-p", "preset:=lyft-fpn"], "lyft-fpn"),
+    "preset lyft-secfpn": (["--ros-args", "-p", "preset:=lyft-secfpn"], "lyft-secfpn"),
 }
 
 
@@ -57,5 +57,5 @@ def test_node_without_parameter_files_serves_its_preset_defaults(start, tmp_path
         got = get_parameters(probe, names)
         assert {name: value for name, (_, value) in got.items()} == defaults(preset)
         assert got["class_score_thresholds"] == (ParameterType.PARAMETER_STRING_ARRAY, [])
-        assert got["markers.show_velocity"][1] is (preset != "lyft-fpn")
+        assert got["markers.show_velocity"][1] is (preset != "lyft-secfpn")
     assert "could not start" not in node.log.read_text()

@@ -30,17 +30,19 @@ SEC = 1_000_000_000
 EGO_X, EGO_YAW, LIDAR_X = 100.0, 0.3, 1.0  # LIDAR_X: the probe's static base_link -> lidar_top
 
 
-@pytest.fixture(params=["torch", "onnxruntime"])
-def running(request, tmp_path, monkeypatch):
-    """(probe, backend) with a node on that backend."""
-    monkeypatch.setenv("REGNET_PILLARS_CACHE", str(tmp_path / "cache"))  # ONNX exports
-    ckpt = flat_scores_checkpoint(tmp_path / "flat.pth", NUS.name,
+@pytest.fixture(scope="module", params=["torch", "onnxruntime"])
+def running(request, tmp_path_factory):
+    """(probe, backend) with a node on that backend, one per backend for the module."""
+    tmp = tmp_path_factory.mktemp(f"node_{request.param}")
+    ckpt = flat_scores_checkpoint(tmp / "flat.pth", NUS.name,
                                   {n: 0.9 if n == "car" else 0.01 for n in NUS.class_names})
-    node = NodeProcess(node_args(tmp_path, NUS.name, checkpoint=str(ckpt), max_detections=10,
-                                 num_sweeps=2, ego_motion_source="odometry",
-                                 target_frame="odom", tf_wait_s=5.0, backend=request.param),
-                       tmp_path / "node.log")
-    with probe_of(node, markers=False) as probe:
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("REGNET_PILLARS_CACHE", str(tmp / "cache"))  # ONNX exports
+        node = NodeProcess(node_args(tmp, NUS.name, checkpoint=str(ckpt), max_detections=10,
+                                     num_sweeps=2, ego_motion_source="odometry",
+                                     target_frame="odom", tf_wait_s=5.0, backend=request.param),
+                           tmp / "node.log")
+    with probe_of(node, markers=False) as probe:  # stops the node after the module
         yield probe, request.param
 
 
