@@ -20,10 +20,10 @@ LIVE_TIMEOUT_S = "600"
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> tuple[Path, Path, Path]:
-    """One scene, 2 key frames (21 sweeps), sparse LiDAR; the placeholder weights as a
+    """One scene, one key frame (11 sweeps), sparse LiDAR; the placeholder weights as a
     checkpoint, calibrated once rather than by every run and node."""
     root = tmp_path_factory.mktemp("live")
-    dataset, bags = dataset_with_bags(root, seed=5, num_scenes=1, num_key_frames=2)
+    dataset, bags = dataset_with_bags(root, seed=5, num_scenes=1, num_key_frames=1)
     return bags, dataset.dataroot, placeholder_checkpoint(root / "placeholder.pth", PRESET)
 
 
@@ -41,7 +41,7 @@ def test_paced_live_replay_agrees_with_offline(data, tmp_path):
                       LIVE_TIMEOUT_S)
     offline = read_detections(tmp_path / "offline" / "detections.npz")
     live = read_detections(tmp_path / "live" / "detections.npz")
-    assert record["seen"] == record["scored"] == len(offline) == len(live) == 2
+    assert record["seen"] == record["scored"] == len(offline) == len(live) == 1
     assert all(f["latency_ms"] > 0 for f in record["frames"])
     for token, frame in live.items():
         expected = offline[token]
@@ -55,7 +55,7 @@ def test_paced_live_replay_agrees_with_offline(data, tmp_path):
     assert summary["mean_ap"] == pytest.approx(
         json.loads((tmp_path / "offline" / "metrics_summary.json").read_text())["mean_ap"])
     recorded = tmp_path / "live" / "live_outputs" / "metadata.yaml"
-    assert OBJECTS_TOPIC in recorded.read_text() and "message_count: 21" in recorded.read_text()
+    assert OBJECTS_TOPIC in recorded.read_text() and "message_count: 11" in recorded.read_text()
     assert "live: detector_node over DDS, paced" in (tmp_path / "live" / "index.md").read_text()
 
 
@@ -63,6 +63,6 @@ def test_real_time_replay_counts_the_key_frames_the_node_dropped(data, tmp_path)
     """At 20 Hz a node taking ~0.5 s a cloud drops most clouds: each key frame is either scored
     or dropped with the reason, none lost."""
     record = evaluate(data, tmp_path, "--live", "--rate", "1", "--timeout", LIVE_TIMEOUT_S)
-    assert record["seen"] == 2 and record["scored"] + len(record["dropped"]) == 2
+    assert record["seen"] == 1 and record["scored"] + len(record["dropped"]) == 1
     assert set(record["dropped"].values()) <= {NOT_RECEIVED}
     assert all(f["status"] in ("scored", "dropped") for f in record["frames"])

@@ -30,7 +30,7 @@ def data(tmp_path_factory) -> tuple[Path, Path, Path]:
 def eval_args(data: tuple[Path, Path, Path], out: Path) -> list[str]:
     bags, dataroot, checkpoint = data
     return [str(bags), "--preset", PRESET, "--checkpoint", str(checkpoint), "--dataroot",
-            str(dataroot), "-o", str(out), "--no-progress", "--bev-frames", "1"]
+            str(dataroot), "-o", str(out), "--no-progress", "--bev-frames", "0"]
 
 
 def run_eval(launcher: list[str], data: tuple[Path, Path, Path], out: Path) -> None:

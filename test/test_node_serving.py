@@ -20,7 +20,7 @@ from regnet_pillars_ros.ros.serving import (
     split_by_class,
 )
 
-NUS, LYFT = get_preset("nus-regnetx-400mf-fpn"), get_preset("lyft-regnetx-400mf-fpn")
+NUS, LYFT = get_preset("nus-regnetx-400mf-fpn"), get_preset("lyft-secfpn")  # Lyft: the quickest
 LIVE = {p.name: p.default for p in PARAMS if not p.read_only and not callable(p.default)}
 LIVE["max_detections"] = 50
 
