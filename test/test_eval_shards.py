@@ -1,5 +1,5 @@
-"""Sharded replay by scene: 1 process, 2 gloo ranks under torchrun and 2 local workers give the
-same results file and the same metrics (one CPU thread per process, so bit-identical)."""
+"""Sharded replay by scene: 1 process (this one), 2 gloo ranks under torchrun and 2 local workers
+give the same results file and the same metrics (one CPU thread per process, so bit-identical)."""
 from __future__ import annotations
 
 import json
@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from eval_helpers import dataset_with_bags, placeholder_checkpoint
 
 from regnet_pillars_ros.eval.scoring import read_detections
@@ -54,7 +55,12 @@ def outcome(out: Path) -> tuple:
 
 
 def test_one_process_equals_two_gloo_ranks_and_two_workers(data, tmp_path):
-    run_eval([sys.executable], data, tmp_path / "one")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each rank and worker
+    try:
+        assert cli.main(eval_args(data, tmp_path / "one")) == 0
+    finally:
+        torch.set_num_threads(threads)
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
                 "2"]
     run_eval(torchrun, data, tmp_path / "ranks")
