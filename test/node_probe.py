@@ -125,6 +125,11 @@ def stamp_of(ns: int):
     return Header(stamp=rclpy.time.Time(nanoseconds=ns).to_msg()).stamp
 
 
+def cloud_msg(xyz_or_structured: np.ndarray, stamp_ns: int, frame: str = "lidar") -> PointCloud2:
+    """The points as a PointCloud2 stamped ``stamp_ns`` in ``frame``."""
+    return to_msg(Header(stamp=stamp_of(stamp_ns), frame_id=frame), xyz_or_structured)
+
+
 def transform(parent: str, child: str, stamp_ns: int, x: float = 0.0,
               yaw: float = 0.0) -> TransformStamped:
     t = TransformStamped()
@@ -216,11 +221,11 @@ class Probe:
                       frame: str = "lidar", with_tf: bool = True) -> Header:
         """Publish a cloud; ``with_tf`` first publishes a standing ego pose (odom -> base_link)
         at its stamp, as a live sensor stack would (base_link -> ``frame`` must be static)."""
-        header = Header(stamp=stamp_of(stamp_ns), frame_id=frame)
+        msg = cloud_msg(xyz_or_structured, stamp_ns, frame)
         if with_tf:
             self.tf_pub.publish(TFMessage(transforms=[transform("odom", "base_link", stamp_ns)]))
-        self.publish_raw(to_msg(header, xyz_or_structured))
-        return header
+        self.publish_raw(msg)
+        return msg.header
 
     def publish_raw(self, msg: PointCloud2) -> None:
         # A best-effort cloud sent before discovery matched the node's subscription is lost

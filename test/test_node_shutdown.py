@@ -14,15 +14,13 @@ pytest.importorskip("vision_msgs.msg", reason="vision_msgs not generated (script
 
 from node_probe import (  # noqa: E402
     NodeProcess,
+    cloud_msg,
     flat_scores_checkpoint,
     node_args,
     probe_of,
     scene,
-    stamp_of,
 )
-from std_msgs.msg import Header  # noqa: E402
 
-from regnet_pillars_ros.messages.cloud import to_msg  # noqa: E402
 from regnet_pillars_ros.model import get_preset  # noqa: E402
 
 NUS, BIG = get_preset("nus-regnetx-400mf-fpn"), get_preset("nus-regnetx-1.6gf-fpn")
@@ -78,8 +76,7 @@ def test_sigint_mid_frame(running):
         while not stop.wait(0.05):
             k += 1
             # Not publish_cloud: its wait for the node's subscription fails once the node ended.
-            probe.cloud_pub.publish(to_msg(Header(stamp=stamp_of((2 + k) * SEC),
-                                                  frame_id="lidar"), big))
+            probe.cloud_pub.publish(cloud_msg(big, (2 + k) * SEC))
 
     probe.wait(probe.cloud_pub.get_subscription_count, "the node's cloud subscription")
     streamer = threading.Thread(target=stream)

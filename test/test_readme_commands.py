@@ -84,13 +84,10 @@ VENV_LINES = [line for line in node_lines() if line.startswith(".venv/bin/detect
 @pytest.mark.parametrize("line", VENV_LINES)
 def test_venv_node_lines_answer_on_the_topic_they_name(line, tmp_path):
     pytest.importorskip("vision_msgs.msg", reason="vision_msgs not generated (setup_env.sh)")
-    from node_probe import NodeProcess, probe_of, scene, stamp_of, transform
+    from node_probe import NodeProcess, cloud_msg, probe_of, scene, transform
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import PointCloud2
-    from std_msgs.msg import Header
     from tf2_msgs.msg import TFMessage
-
-    from regnet_pillars_ros.messages.cloud import to_msg
 
     words = shell_words(line)
     script = REPO / words[0]
@@ -101,8 +98,8 @@ def test_venv_node_lines_answer_on_the_topic_they_name(line, tmp_path):
     with probe_of(node) as probe:
         publisher = probe.node.create_publisher(PointCloud2, topic, qos_profile_sensor_data)
         stamp = 3000 * 1_000_000_000
-        header = Header(stamp=stamp_of(stamp), frame_id="lidar")
+        cloud = cloud_msg(scene(), stamp)
         probe.wait(lambda: publisher.get_subscription_count(), f"the node subscribing to {topic}")
         probe.tf_pub.publish(TFMessage(transforms=[transform("odom", "base_link", stamp)]))
-        cloud = to_msg(header, scene())
-        assert probe.resend_until_answered(lambda: publisher.publish(cloud), stamp).header == header
+        answer = probe.resend_until_answered(lambda: publisher.publish(cloud), stamp)
+        assert answer.header == cloud.header
